@@ -1,0 +1,567 @@
+"""Validated host settings of halo-provision.
+
+Every variable a deploy reads comes from pyinfra host data (the inventory's
+host data, ``group_data/<group>.py``, ``group_data/all.py`` or ``--data``).
+This module checks all of them, for all hosts, once per pyinfra run, before
+any operation is added, and gives deploys a typed view::
+
+    from deploys.settings import settings
+    s = settings(host)          # raises SettingsError naming host, variable, value, fix
+    s.rpc_port, s.rpc_bind_address, s.ttm_pages(installed_ram_bytes)
+
+The defaults here are the same as in ``group_data/all.py`` (a test keeps them,
+the Settings fields and the README table in step).
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from packaging.version import InvalidVersion, Version
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pyinfra.api.exceptions import PyinfraError
+
+if TYPE_CHECKING:
+    from pyinfra.api import Host, Inventory
+
+__all__ = [
+    "GIB",
+    "HEAD_GROUP",
+    "PREFIXES",
+    "RPC_WORKERS_GROUP",
+    "TTM_PAGES_PER_GIB",
+    "VARIABLES",
+    "Settings",
+    "SettingsError",
+    "settings",
+    "validate_inventory",
+]
+
+GIB = 1024**3
+# ttm.pages_limit counts 4 KiB pages: 1 GiB = 262144 pages.
+TTM_PAGES_PER_GIB = GIB // 4096
+
+HEAD_GROUP = "head"
+RPC_WORKERS_GROUP = "rpc_workers"
+
+# Host data keys starting with one of these belong to halo-provision: a key with
+# such a prefix that is not a Settings field is a typo and an error.
+PREFIXES = (
+    "kernel_",
+    "firmware_",
+    "ttm_",
+    "os_reserve",
+    "vram_",
+    "iommu_",
+    "gpu_",
+    "rpc_",
+    "head_",
+)
+
+DEFAULT_FIX = "the inventory's host data or group_data/all.py"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class SettingsError(PyinfraError):
+    """Invalid halo-provision host data; the message lists every problem, one per line."""
+
+    def __init__(self, problems: list[str] | str):
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems: list[str] = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# ---------------------------------------------------------------------------
+# Field types
+# ---------------------------------------------------------------------------
+
+_KERNEL_VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?$")
+_GPU_TARGET_RE = r"^gfx[0-9]{3,4}[0-9a-f]?$"
+_USER_NAME_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
+
+
+def _check_kernel_version(value: str) -> str:
+    if not _KERNEL_VERSION_RE.match(value):
+        raise ValueError("not a kernel version")
+    try:
+        Version(value)
+    except InvalidVersion as e:  # pragma: no cover - the regex already guarantees it
+        raise ValueError(str(e)) from e
+    return value
+
+
+def _check_date(value: int) -> int:
+    try:
+        day = datetime.datetime.strptime(str(value), "%Y%m%d").date()
+    except ValueError as e:
+        raise ValueError("not a date YYYYMMDD") from e
+    if not 2000 <= day.year <= 2100:
+        raise ValueError("year out of range")
+    return value
+
+
+def _address_input(value: Any) -> Any:
+    # pydantic would also turn ints and bytes into addresses: only accept text.
+    if value is None or isinstance(value, (str, ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return value
+    raise ValueError("not an address string")
+
+
+def _check_bindable(value: IPAddress | None) -> IPAddress | None:
+    if value is not None and value.is_multicast:
+        raise ValueError("multicast address")
+    return value
+
+
+KernelVersion = Annotated[str, Strict(), AfterValidator(_check_kernel_version)]
+GiB = Annotated[int, Strict()]
+Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
+BindAddress = Annotated[
+    IPAddress | None, BeforeValidator(_address_input), AfterValidator(_check_bindable)
+]
+GpuTarget = Annotated[str, Strict(), StringConstraints(pattern=_GPU_TARGET_RE)]
+UserName = Annotated[str, Strict(), StringConstraints(pattern=_USER_NAME_RE)]
+
+# What is valid, per variable: the tail of "... is invalid: expected <this>."
+VALID: dict[str, str] = {
+    "kernel_min_version": "a kernel version such as '6.16.9' (two or three numbers separated by dots)",
+    "kernel_recommended_version": (
+        "a kernel version such as '6.18.4' (two or three numbers separated by dots), "
+        "not older than kernel_min_version"
+    ),
+    "firmware_min_date": "a linux-firmware snapshot date as a whole number YYYYMMDD, e.g. 20260110",
+    "ttm_gib": "a whole number of GiB from 1 to 1024, or None for installed RAM minus os_reserve_gib",
+    "os_reserve_gib": "a whole number of GiB from 1 to 64",
+    "vram_carveout_max_gib": "a whole number of GiB from 0 to 128",
+    "iommu_mode": "one of 'off' (amd_iommu=off), 'pt' (iommu=pt) or 'keep' (leave the kernel command line as is)",
+    "gpu_targets": (
+        "a non-empty list of AMD GPU targets such as ['gfx1151'] "
+        "('gfx' followed by 3 or 4 digits and an optional hex digit)"
+    ),
+    "gpu_users": (
+        "a list of Linux user names such as ['alice'] (a lowercase letter or '_' first, "
+        "then lowercase letters, digits, '_' or '-', at most 32 characters)"
+    ),
+    "rpc_port": "a TCP port number from 1 to 65535",
+    "rpc_bind_address": (
+        "the IPv4 or IPv6 address (not a host name) of this worker's cluster-link interface, "
+        "e.g. '10.151.0.12', or None on hosts that are not in group rpc_workers"
+    ),
+    "rpc_allow_any_address": "True or False",
+    "head_port": "a TCP port number from 1 to 65535",
+    "head_bind_address": (
+        "an IPv4 or IPv6 address (not a host name), or None for the host's rpc_bind_address "
+        "if set, else 127.0.0.1"
+    ),
+}
+
+
+class Settings(BaseModel):
+    """halo-provision variables of one host, validated (see group_data/all.py)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # kernel and firmware
+    kernel_min_version: KernelVersion = "6.16.9"
+    kernel_recommended_version: KernelVersion = "6.18.4"
+    firmware_min_date: Annotated[int, Strict(), AfterValidator(_check_date)] = 20260110
+
+    # unified memory
+    ttm_gib: Annotated[GiB, Field(ge=1, le=1024)] | None = None
+    os_reserve_gib: Annotated[GiB, Field(ge=1, le=64)] = 8
+    vram_carveout_max_gib: Annotated[GiB, Field(ge=0, le=128)] = 16
+
+    # IOMMU
+    iommu_mode: Literal["off", "pt", "keep"] = "off"
+
+    # GPU
+    gpu_targets: Annotated[list[GpuTarget], Field(min_length=1)] = ["gfx1151"]
+    gpu_users: list[UserName] = []
+
+    # llama.cpp RPC server (workers)
+    rpc_port: Port = 50052
+    rpc_bind_address: BindAddress = None
+    rpc_allow_any_address: Annotated[bool, Strict()] = False
+
+    # llama-server (head)
+    head_port: Port = 8080
+    head_bind_address: BindAddress = None
+
+    _host_name: str = PrivateAttr(default="<host>")
+    _groups: tuple[str, ...] = PrivateAttr(default=())
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _fix: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Settings:
+        issues: list[tuple[str, str]] = []
+        if Version(self.kernel_recommended_version) < Version(self.kernel_min_version):
+            issues.append(
+                (
+                    "kernel_recommended_version",
+                    f"it is older than kernel_min_version = {self.kernel_min_version!r}; "
+                    "expected a version at least kernel_min_version",
+                )
+            )
+        address = self.rpc_bind_address
+        if address is not None and not self.rpc_allow_any_address:
+            if address.is_unspecified or address.is_global:
+                kind = "every interface" if address.is_unspecified else "a public address"
+                issues.append(
+                    (
+                        "rpc_bind_address",
+                        f"it listens on {kind}, and the llama.cpp RPC server has no "
+                        "authentication (anyone who reaches it can run code on the GPU); "
+                        "expected a private cluster-link address such as '10.151.0.12', "
+                        "or set rpc_allow_any_address = True to accept the risk",
+                    )
+                )
+        if issues:
+            raise PydanticCustomError(
+                "halo_cross_field",
+                "{summary}",
+                {"summary": "; ".join(f"{v}: {d}" for v, d in issues), "issues": issues},
+            )
+        return self
+
+    # -- identity ----------------------------------------------------------
+
+    @property
+    def host_name(self) -> str:
+        """Name of the pyinfra host these settings belong to."""
+        return self._host_name
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The host's inventory groups."""
+        return self._groups
+
+    @property
+    def is_head(self) -> bool:
+        return HEAD_GROUP in self._groups
+
+    @property
+    def is_rpc_worker(self) -> bool:
+        return RPC_WORKERS_GROUP in self._groups
+
+    # -- derived values -----------------------------------------------------
+
+    @property
+    def kernel_min(self) -> Version:
+        return Version(self.kernel_min_version)
+
+    @property
+    def kernel_recommended(self) -> Version:
+        return Version(self.kernel_recommended_version)
+
+    @property
+    def head_listen_address(self) -> IPAddress:
+        """Address llama-server binds: head_bind_address, else rpc_bind_address, else 127.0.0.1."""
+        if self.head_bind_address is not None:
+            return self.head_bind_address
+        if self.rpc_bind_address is not None:
+            return self.rpc_bind_address
+        return ipaddress.IPv4Address("127.0.0.1")
+
+    @property
+    def rpc_endpoint(self) -> str | None:
+        """'address:port' of this host's RPC server ('[v6]:port' for IPv6), None without address."""
+        if self.rpc_bind_address is None:
+            return None
+        return _endpoint(self.rpc_bind_address, self.rpc_port)
+
+    def wanted_ttm_gib(self, installed_ram_bytes: int) -> int:
+        """GiB the GPU may map through TTM/GTT: ttm_gib, or floor(installed GiB) - os_reserve_gib."""
+        if isinstance(installed_ram_bytes, bool) or not isinstance(installed_ram_bytes, int):
+            raise TypeError(f"installed_ram_bytes must be an int, got {installed_ram_bytes!r}")
+        if installed_ram_bytes <= 0:
+            raise ValueError(f"installed_ram_bytes must be positive, got {installed_ram_bytes}")
+        installed_gib = installed_ram_bytes // GIB
+        shown = f"{installed_ram_bytes / GIB:.1f} GiB"
+        if self.ttm_gib is not None:
+            if self.ttm_gib * GIB > installed_ram_bytes:
+                raise SettingsError(
+                    self._problem(
+                        "ttm_gib",
+                        f"the host has only {shown} of RAM installed; expected at most "
+                        f"{installed_gib}, better {max(installed_gib - self.os_reserve_gib, 1)} to "
+                        "leave os_reserve_gib for the OS, or None for installed RAM minus "
+                        "os_reserve_gib",
+                    )
+                )
+            return self.ttm_gib
+        wanted = installed_gib - self.os_reserve_gib
+        if wanted < 1:
+            raise SettingsError(
+                self._problem(
+                    "os_reserve_gib",
+                    f"the host has only {shown} of RAM installed, so installed RAM minus "
+                    "os_reserve_gib leaves nothing for the GPU; expected a smaller "
+                    f"os_reserve_gib (below {installed_gib}), or set ttm_gib",
+                )
+            )
+        return wanted
+
+    def ttm_pages(self, installed_ram_bytes: int) -> int:
+        """ttm.pages_limit (4 KiB pages) for wanted_ttm_gib()."""
+        return self.wanted_ttm_gib(installed_ram_bytes) * TTM_PAGES_PER_GIB
+
+    # -- messages -----------------------------------------------------------
+
+    def _shown(self, variable: str) -> Any:
+        if variable in self._raw:
+            return self._raw[variable]
+        return getattr(self, variable)
+
+    def _problem(self, variable: str, detail: str, fix: str | None = None) -> str:
+        return _message(
+            self._host_name,
+            variable,
+            self._shown(variable),
+            detail,
+            fix or self._fix.get(variable, DEFAULT_FIX),
+        )
+
+
+VARIABLES: tuple[str, ...] = tuple(Settings.model_fields)
+
+_unchecked = [v for v in VARIABLES if v not in VALID or not v.startswith(PREFIXES)]
+if _unchecked:  # every variable needs a "what is valid" text and one of our prefixes
+    raise RuntimeError(f"deploys/settings.py: add VALID text / a PREFIXES entry for {_unchecked}")
+del _unchecked
+
+
+# ---------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------
+
+
+def _endpoint(address: IPAddress, port: int) -> str:
+    if isinstance(address, ipaddress.IPv6Address):
+        return f"[{address}]:{port}"
+    return f"{address}:{port}"
+
+
+def _message(host: str, variable: str, value: Any, detail: str, fix: str) -> str:
+    return f"{host}: {variable} = {value!r} is invalid: {detail}. Fix it in {fix}."
+
+
+def _fix_hint(host: Host, variable: str) -> str:
+    """Where the host's value of `variable` comes from, as "Fix it in <this>."."""
+    inventory = host.inventory
+    override = getattr(host.data, "override_datas", {}) or {}
+    if variable in override:
+        return "the deploy code that assigns host.data." + variable
+    if variable in (inventory.get_override_data() or {}):
+        return "the --data option on the command line"
+    if variable in inventory.get_host_data(host.name):
+        return DEFAULT_FIX
+    for group in reversed(list(host.groups)):
+        if variable in inventory.get_group_data(group):
+            return f"group_data/{group}.py (or the {group} group's data in the inventory)"
+    return DEFAULT_FIX
+
+
+def _host_data(host: Host) -> dict[str, Any]:
+    """The host's data without @deploy defaults: global < groups < host < --data < assigned."""
+    inventory = host.inventory
+    data: dict[str, Any] = {}
+    data.update(inventory.get_data() or {})
+    data.update(inventory.get_groups_data(host.groups))
+    data.update(inventory.get_host_data(host.name))
+    data.update(inventory.get_override_data() or {})
+    data.update(getattr(host.data, "override_datas", {}) or {})
+    return data
+
+
+def _unknown_key_problem(host: str, key: str, value: Any, fix: str) -> str:
+    close = difflib.get_close_matches(key, VARIABLES, n=1, cutoff=0.6)
+    if close:
+        hint = f"did you mean {close[0]}?"
+    else:
+        prefix = next(p for p in PREFIXES if key.startswith(p))
+        same_prefix = [v for v in VARIABLES if v.startswith(prefix)]
+        hint = "valid names are " + ", ".join(same_prefix) + "."
+    return (
+        f"{host}: {key} = {value!r} is not a halo-provision variable: {hint} "
+        f"Fix the name in {fix}."
+    )
+
+
+def _validation_problems(
+    host: str, error: ValidationError, raw: dict[str, Any], fix: Callable[[str], str]
+) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for err in error.errors():
+        ctx = err.get("ctx") or {}
+        if err["type"] == "halo_cross_field":
+            for variable, detail in ctx["issues"]:
+                value = raw.get(variable, Settings.model_fields[variable].default)
+                problems.append(_message(host, variable, value, detail, fix(variable)))
+            continue
+        variable = str(err["loc"][0])
+        items = [part for part in err["loc"][1:] if isinstance(part, int)]
+        detail = "expected " + VALID[variable]
+        if items and isinstance(raw.get(variable), (list, tuple)):
+            bad = raw[variable][items[0]]
+            detail = f"entry {bad!r} is not allowed; " + detail
+        if variable in seen:  # one line per variable (unions report several errors)
+            continue
+        seen.add(variable)
+        value = raw.get(variable, Settings.model_fields[variable].default)
+        problems.append(_message(host, variable, value, detail, fix(variable)))
+    return problems
+
+
+def _validate_host(host: Host) -> tuple[Settings | None, list[str]]:
+    data = _host_data(host)
+    raw = {key: data[key] for key in VARIABLES if key in data}
+
+    def fix(variable: str) -> str:
+        return _fix_hint(host, variable)
+
+    problems = [
+        _unknown_key_problem(host.name, key, value, fix(key))
+        for key, value in data.items()
+        if isinstance(key, str) and key.startswith(PREFIXES) and key not in Settings.model_fields
+    ]
+    try:
+        result = Settings.model_validate(raw)
+    except ValidationError as e:
+        problems.extend(_validation_problems(host.name, e, raw, fix))
+        return None, problems
+    result._host_name = host.name
+    result._groups = tuple(host.groups)
+    result._raw = raw
+    result._fix = {variable: fix(variable) for variable in VARIABLES}
+    return result, problems
+
+
+# ---------------------------------------------------------------------------
+# Inventory-wide validation
+# ---------------------------------------------------------------------------
+
+
+def _cross_host_problems(inventory: Inventory, valid: dict[str, Settings]) -> list[str]:
+    problems: list[str] = []
+    workers = [valid[h.name] for h in inventory if h.name in valid and RPC_WORKERS_GROUP in h.groups]
+    all_workers = [h.name for h in inventory if RPC_WORKERS_GROUP in h.groups]
+    heads = [h.name for h in inventory if HEAD_GROUP in h.groups]
+
+    # Every worker binds its RPC server to its own cluster-link address.
+    for s in workers:
+        if s.rpc_bind_address is None:
+            problems.append(
+                s._problem(
+                    "rpc_bind_address",
+                    f"{s.host_name} is in group {RPC_WORKERS_GROUP}, so it needs the address of its "
+                    "cluster-link interface, e.g. '10.151.0.12'; expected an IPv4 or IPv6 address",
+                    fix=f"the inventory's host data of {s.host_name}",
+                )
+            )
+
+    # No two RPC servers on one address:port (the head could only reach one of them).
+    taken: dict[tuple[IPAddress, int], str] = {}
+    for s in workers:
+        address = s.rpc_bind_address
+        if address is None or address.is_unspecified:
+            continue
+        key = (address, s.rpc_port)
+        if key in taken:
+            problems.append(
+                s._problem(
+                    "rpc_bind_address",
+                    f"{taken[key]} already runs an RPC server on {_endpoint(*key)}; expected "
+                    "each worker's own cluster-link address (or a different rpc_port)",
+                )
+            )
+        else:
+            taken[key] = s.host_name
+
+    # llama-server and the RPC server on one host must not share a port.
+    for s in workers:
+        if not s.is_head or s.head_port != s.rpc_port:
+            continue
+        head_address, rpc_address = s.head_listen_address, s.rpc_bind_address or s.head_listen_address
+        if head_address == rpc_address or head_address.is_unspecified or rpc_address.is_unspecified:
+            problems.append(
+                s._problem(
+                    "head_port",
+                    f"{s.host_name} is head and RPC worker, and its RPC server already uses port "
+                    f"{s.rpc_port} on {rpc_address}; expected a head_port different from rpc_port",
+                )
+            )
+
+    # Workers are useless without a head that runs llama-server.
+    if all_workers and not heads:
+        problems.append(
+            f"inventory: group {HEAD_GROUP} is empty but group {RPC_WORKERS_GROUP} has "
+            f"{', '.join(all_workers)}: expected one host that runs llama-server in group "
+            f"{HEAD_GROUP}. Fix it in the inventory: add e.g. {HEAD_GROUP} = [{all_workers[0]!r}]."
+        )
+    return problems
+
+
+def validate_inventory(inventory: Inventory) -> dict[str, Settings]:
+    """Validate every host of `inventory` plus the cross-host checks.
+
+    Returns {host name: Settings}; raises SettingsError listing every problem of
+    every host, one per line.
+    """
+    valid: dict[str, Settings] = {}
+    problems: list[str] = []
+    for host in inventory:
+        result, host_problems = _validate_host(host)
+        problems.extend(host_problems)
+        if result is not None:
+            valid[host.name] = result
+    problems.extend(_cross_host_problems(inventory, valid))
+    if problems:
+        raise SettingsError(problems)
+    return valid
+
+
+_STATE_ATTR = "_halo_provision_settings"
+
+
+def settings(host: Host) -> Settings:
+    """The validated settings of `host`.
+
+    The first call in a pyinfra run validates all hosts of the inventory and
+    caches the result (or the error) on the State, so a bad value anywhere
+    stops the run before any operation is added.
+    """
+    state = getattr(host, "state", None)
+    if state is None:  # host not attached to a State (plain API use): no cache
+        return validate_inventory(host.inventory)[host.name]
+
+    cached = getattr(state, _STATE_ATTR, None)
+    if cached is None or (isinstance(cached, dict) and host.name not in cached):
+        try:
+            cached = validate_inventory(state.inventory)
+        except SettingsError as e:
+            cached = e
+        setattr(state, _STATE_ATTR, cached)
+    if isinstance(cached, SettingsError):
+        raise SettingsError(cached.problems)
+    return cached[host.name]

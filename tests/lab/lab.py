@@ -1,0 +1,432 @@
+"""The test lab: real booted Debian hosts on this machine, each with a fake Strix Halo GPU.
+
+Each lab host is a systemd container (``systemd-nspawn --boot``) with its own network namespace on
+the bridge ``halo-lab0`` (10.151.0.0/24, this machine is 10.151.0.1), root SSH with a key the lab
+generates, and per-host SSH host keys the lab records in a known_hosts file. Its root file system
+is an overlay on a Debian rootfs made once by debootstrap and cached under ``HALO_LAB_CACHE``.
+The fake GPU is only what the kernel would expose: files under /var/lib/halo-lab/sysfs in the host,
+laid over /sys/class/drm, /sys/class/kfd, /sys/module/ttm, ... at boot (fake-sysfs.sh).
+
+    python -m tests.lab start 3                  # halo1 (Debian 12), halo2 (13), halo3 (12)
+    python -m tests.lab start halo1:12 halo2:13  # names and Debian releases
+    python -m tests.lab stop                     # nothing is left behind
+
+``start`` writes, in ``HALO_LAB_STATE`` (default /var/lib/halo-lab): ``inventory.py`` (for
+pyinfra), ``hosts.txt`` (the --hosts list for testinfra) and ``ssh_config`` (for ssh and testinfra).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tests.lab.gpu import GpuProfile, write_fake_sysfs
+
+LAB_DIR = Path(__file__).resolve().parent
+STATE = Path(os.environ.get("HALO_LAB_STATE", "/var/lib/halo-lab"))
+CACHE = Path(os.environ.get("HALO_LAB_CACHE", "/var/cache/halo-lab"))
+BRIDGE = "halo-lab0"
+SUBNET = "10.151.0"  # lab hosts are .11, .12, ...; this machine is .1 on the bridge
+NETNS_PREFIX = "halo-lab-"
+RELEASES = {"12": "bookworm", "13": "trixie"}
+PACKAGES = [
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "python3", "sudo",
+    "procps", "ca-certificates",
+]
+ROOTFS_LAYOUT = 1  # bump when the rootfs preparation below changes
+BOOT_TIMEOUT_S = 90
+STOP_TIMEOUT_S = 30
+
+
+class LabError(RuntimeError):
+    """The lab could not do what was asked; the message says why and what to do."""
+
+
+@dataclass
+class LabHost:
+    """One lab host: its name, address on the lab bridge, Debian release and fake GPU."""
+
+    name: str
+    address: str
+    release: str = "12"
+    gpu: GpuProfile = field(default_factory=GpuProfile)
+
+    @property
+    def dir(self) -> Path:
+        return STATE / "hosts" / self.name
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "root"
+
+    @property
+    def netns(self) -> str:
+        return NETNS_PREFIX + self.name
+
+    @property
+    def veth(self) -> str:
+        return "hl-" + self.name
+
+
+def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a command on this machine; on failure raise LabError with its output."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+# --- the cached Debian rootfs -------------------------------------------------------------
+
+def debian_mirror() -> str:
+    """The Debian archive this machine's apt uses (HALO_LAB_MIRROR overrides)."""
+    if os.environ.get("HALO_LAB_MIRROR"):
+        return os.environ["HALO_LAB_MIRROR"]
+    sources = sorted(Path("/etc/apt").glob("sources.list.d/*.sources")) + [Path("/etc/apt/sources.list")]
+    for path in sources:
+        text = path.read_text() if path.is_file() else ""
+        for url in re.findall(r"(?:URIs:|deb)\s+(?:\[[^\]]*\]\s+)?(https?://\S+)", text):
+            if "security" not in url and url.rstrip("/").endswith("/debian"):
+                return url
+    return "http://deb.debian.org/debian"
+
+
+def rootfs_key(release: str) -> str:
+    payload = json.dumps([release, PACKAGES, ROOTFS_LAYOUT, (LAB_DIR / "fake-sysfs.sh").read_text()])
+    return f"debian{release}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+
+
+def ensure_rootfs(release: str) -> Path:
+    """Return the cached rootfs for a Debian release, building it with debootstrap if missing."""
+    if release not in RELEASES:
+        raise LabError(f"Debian release {release!r} is not supported by the lab; use one of {sorted(RELEASES)}")
+    target = CACHE / "rootfs" / rootfs_key(release)
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "rootfs" / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_dir():
+            return target
+        build = target.with_name(target.name + ".building")
+        shutil.rmtree(build, ignore_errors=True)
+        print(f"lab: debootstrap Debian {release} ({RELEASES[release]}) into the cache, once", flush=True)
+        run("debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
+            RELEASES[release], str(build), debian_mirror())
+        prepare_rootfs(build)
+        build.rename(target)
+    return target
+
+
+def prepare_rootfs(root: Path) -> None:
+    """Lab-only changes to a fresh rootfs: the fake sysfs unit, no shared host keys, quiet timers."""
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    script = root / "usr/local/sbin/halo-lab-fake-sysfs"
+    shutil.copy(LAB_DIR / "fake-sysfs.sh", script)
+    script.chmod(0o755)
+    (root / "etc/systemd/system/halo-lab-fake-sysfs.service").write_text(
+        "[Unit]\nDescription=Lab: fake Strix Halo GPU files over /sys\nDefaultDependencies=no\n"
+        "After=local-fs.target\nBefore=sysinit.target ssh.service\n\n"
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/local/sbin/halo-lab-fake-sysfs\n\n"
+        "[Install]\nWantedBy=sysinit.target\n"
+    )
+    wants = root / "etc/systemd/system/sysinit.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "halo-lab-fake-sysfs.service").symlink_to("/etc/systemd/system/halo-lab-fake-sysfs.service")
+    for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer",
+                 "systemd-networkd-wait-online.service"):
+        (root / "etc/systemd/system" / unit).unlink(missing_ok=True)
+        (root / "etc/systemd/system" / unit).symlink_to("/dev/null")
+    (root / "etc/machine-id").write_text("")
+    shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+    (root / "var/cache/apt/archives/partial").mkdir(parents=True)
+
+
+# --- network ----------------------------------------------------------------------------------
+
+def ensure_bridge() -> None:
+    if run("ip", "link", "show", BRIDGE, check=False).returncode != 0:
+        run("ip", "link", "add", BRIDGE, "type", "bridge")
+        run("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
+    run("ip", "link", "set", BRIDGE, "up")
+
+
+def plug_host(host: LabHost) -> None:
+    """A network namespace for the host, joined to the bridge by a veth pair (eth0 inside)."""
+    run("ip", "netns", "add", host.netns)
+    run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns)
+    run("ip", "link", "set", host.veth, "master", BRIDGE, "up")
+    ns = ("ip", "-n", host.netns)
+    run(*ns, "link", "set", "lo", "up")
+    run(*ns, "addr", "add", f"{host.address}/24", "dev", "eth0")
+    run(*ns, "link", "set", "eth0", "up")
+    run(*ns, "route", "add", "default", "via", f"{SUBNET}.1")
+
+
+# --- hosts ------------------------------------------------------------------------------------
+
+def default_hosts(count: int) -> list[LabHost]:
+    """halo1..haloN on .11.., alternating Debian 12 and 13 (halo1 is 12)."""
+    return [LabHost(f"halo{i}", f"{SUBNET}.{10 + i}", "12" if i % 2 else "13") for i in range(1, count + 1)]
+
+
+def parse_host_args(args: list[str]) -> list[LabHost]:
+    """`3` -> default_hosts(3); `halo1:12 halo2:13` -> named hosts with releases."""
+    if len(args) == 1 and args[0].isdigit():
+        return default_hosts(int(args[0]))
+    hosts = []
+    for i, arg in enumerate(args, start=1):
+        name, _, release = arg.partition(":")
+        hosts.append(LabHost(name, f"{SUBNET}.{10 + i}", release or "12"))
+    return hosts
+
+
+def check_names(hosts: list[LabHost]) -> None:
+    for host in hosts:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,11}", host.name):
+            raise LabError(f"lab host name {host.name!r}: use 1-12 of a-z, 0-9, - (it names a network link)")
+    if len({h.name for h in hosts}) != len(hosts) or len({h.address for h in hosts}) != len(hosts):
+        raise LabError("lab host names and addresses must be unique")
+
+
+def prepare_host(host: LabHost, lower: Path, pubkey: str, all_hosts: list[LabHost]) -> None:
+    """Overlay root on the cached rootfs, then the per-host files: name, keys, fake GPU."""
+    for sub in ("upper", "work", "root"):
+        (host.dir / sub).mkdir(parents=True, exist_ok=True)
+    run("mount", "-t", "overlay", "overlay", "-o",
+        f"lowerdir={lower},upperdir={host.dir / 'upper'},workdir={host.dir / 'work'}", str(host.root))
+    root = host.root
+    (root / "etc/hostname").write_text(host.name + "\n")
+    (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+    hosts_lines = [f"{h.address}\t{h.name}" for h in all_hosts]
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n" + "\n".join(hosts_lines) + "\n")
+    ssh_dir = root / "root/.ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(pubkey)
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    run("ssh-keygen", "-A", "-f", str(root))
+    write_fake_sysfs(root, host.gpu)
+    (host.dir / "host.json").write_text(json.dumps({**asdict(host), "rootfs": str(lower)}, indent=1))
+
+
+def boot_host(host: LabHost) -> None:
+    """Start `systemd-nspawn --boot` in the background; its console goes to console.log."""
+    log = open(host.dir / "console.log", "ab")
+    env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+    proc = subprocess.Popen(
+        ["systemd-nspawn", "--boot", f"--directory={host.root}", f"--machine={host.name}",
+         f"--hostname={host.name}", "--register=no", "--keep-unit", "--console=read-only",
+         f"--network-namespace-path=/run/netns/{host.netns}"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    (host.dir / "nspawn.pid").write_text(str(proc.pid))
+
+
+def wait_ready(hosts: list[LabHost], timeout: float = BOOT_TIMEOUT_S) -> None:
+    """Wait until every host answers SSH and systemd has finished booting."""
+    deadline = time.monotonic() + timeout
+    pending = list(hosts)
+    while pending:
+        host = pending[0]
+        if time.monotonic() > deadline:
+            tail = (host.dir / "console.log").read_text(errors="replace")[-2000:]
+            raise LabError(f"lab host {host.name} did not boot within {timeout:.0f} s; console:\n{tail}")
+        if not is_alive(host):
+            tail = (host.dir / "console.log").read_text(errors="replace")[-2000:]
+            raise LabError(f"lab host {host.name} exited while booting; console:\n{tail}")
+        probe = ssh(host, "systemctl is-system-running --wait", check=False, timeout=max(1, deadline - time.monotonic()))
+        if probe.stdout.strip() in ("running", "degraded"):
+            pending.pop(0)
+        else:
+            time.sleep(0.5)
+
+
+def ssh(host: LabHost | str, command: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a command on a lab host as root over SSH."""
+    name = host.name if isinstance(host, LabHost) else host
+    try:
+        return run("ssh", "-F", str(STATE / "ssh_config"), name, command, check=check, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        if check:
+            raise LabError(f"ssh {name} {command!r} timed out") from exc
+        return subprocess.CompletedProcess(exc.cmd, 124, "", "timeout")
+
+
+def is_alive(host: LabHost) -> bool:
+    pid = nspawn_pid(host)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"systemd-nspawn")
+
+
+def nspawn_pid(host: LabHost) -> int | None:
+    try:
+        return int((host.dir / "nspawn.pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+# --- the files tools read -----------------------------------------------------------------
+
+def write_client_files(hosts: list[LabHost]) -> None:
+    """ssh_config, known_hosts, hosts.txt (testinfra) and inventory.py (pyinfra) for the lab."""
+    key = STATE / "id_ed25519"
+    known = []
+    config = []
+    for host in hosts:
+        for pub in sorted((host.root / "etc/ssh").glob("ssh_host_*_key.pub")):
+            keytype, blob = pub.read_text().split()[:2]
+            known.append(f"{host.address} {keytype} {blob}")
+        config.append(
+            f"Host {host.name} {host.address}\n  HostName {host.address}\n  User root\n  IdentityFile {key}\n"
+            f"  IdentitiesOnly yes\n  UserKnownHostsFile {STATE / 'known_hosts'}\n  StrictHostKeyChecking yes\n"
+            "  ConnectTimeout 5\n  LogLevel ERROR\n"
+        )
+    (STATE / "known_hosts").write_text("\n".join(known) + "\n")
+    (STATE / "ssh_config").write_text("\n".join(config))
+    (STATE / "hosts.txt").write_text(",".join(f"ssh://{h.name}" for h in hosts) + "\n")
+    (STATE / "inventory.py").write_text(inventory_text(hosts))
+
+
+def inventory_text(hosts: list[LabHost]) -> str:
+    """A pyinfra inventory of the lab, shaped like inventories/lab.py: the first host is the head."""
+    def entry(host: LabHost) -> str:
+        data = {
+            "ssh_hostname": host.address, "ssh_user": "root", "ssh_key": str(STATE / "id_ed25519"),
+            "ssh_known_hosts_file": str(STATE / "known_hosts"), "ssh_strict_host_key_checking": "yes",
+            "rpc_bind_address": host.address,
+        }
+        return f"    ({host.name!r}, {data!r}),"
+    lines = ['"""The running test lab (written by tests/lab; do not edit)."""', "", "rpc_workers = ["]
+    lines += [entry(h) for h in hosts]
+    lines += ["]", "", f"head = [{hosts[0].name!r}]", ""]
+    return "\n".join(lines)
+
+
+# --- start / stop -------------------------------------------------------------------------
+
+def load_hosts() -> list[LabHost]:
+    """The hosts of the running lab, from their host.json files."""
+    hosts = []
+    for path in sorted((STATE / "hosts").glob("*/host.json")):
+        data = json.loads(path.read_text())
+        data.pop("rootfs", None)
+        hosts.append(LabHost(data["name"], data["address"], data["release"], GpuProfile(**data["gpu"])))
+    return hosts
+
+
+def start(hosts: list[LabHost]) -> list[LabHost]:
+    """Boot the given hosts (stopping any running lab first) and write the client files."""
+    check_names(hosts)
+    for tool in ("systemd-nspawn", "debootstrap", "ip", "ssh", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            raise LabError(f"{tool} is missing: run `bash tests/lab/install-deps` (apt packages) first")
+    stop()
+    lowers = {release: ensure_rootfs(release) for release in {h.release for h in hosts}}
+    STATE.mkdir(parents=True, exist_ok=True)
+    key = STATE / "id_ed25519"
+    if not key.exists():
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "halo-lab", "-f", str(key))
+    pubkey = (STATE / "id_ed25519.pub").read_text()
+    ensure_bridge()
+    try:
+        for host in hosts:
+            prepare_host(host, lowers[host.release], pubkey, hosts)
+            plug_host(host)
+            boot_host(host)
+        write_client_files(hosts)
+        wait_ready(hosts)
+    except BaseException:
+        stop()
+        raise
+    return hosts
+
+
+def stop() -> None:
+    """Power off every lab host and remove all it made: processes, mounts, links, namespaces."""
+    hosts_dir = STATE / "hosts"
+    dirs = sorted(p for p in hosts_dir.iterdir() if p.is_dir()) if hosts_dir.is_dir() else []
+    pids = {}
+    for d in dirs:
+        host = LabHost(d.name, "")
+        if is_alive(host):
+            pids[d.name] = nspawn_pid(host)
+            os.kill(pids[d.name], signal.SIGTERM)  # nspawn asks the container's systemd to power off
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for name, pid in pids.items():
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if Path(f"/proc/{pid}").exists():
+            os.killpg(pid, signal.SIGKILL)
+            while Path(f"/proc/{pid}").exists():
+                time.sleep(0.1)
+    for mount in reversed(lab_mounts()):
+        run("umount", "-l", mount, check=False)
+    for ns in lab_netns():
+        run("ip", "netns", "del", ns, check=False)
+    for link in lab_links():
+        run("ip", "link", "del", link, check=False)
+    for d in dirs:
+        shutil.rmtree(d)
+    for name in ("inventory.py", "hosts.txt", "ssh_config", "known_hosts"):
+        (STATE / name).unlink(missing_ok=True)
+
+
+def lab_mounts() -> list[str]:
+    """Mount points on this machine under the lab's state directory."""
+    prefix = str(STATE) + "/"
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point.startswith(prefix):
+            points.append(point)
+    return points
+
+
+def lab_netns() -> list[str]:
+    out = run("ip", "netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(NETNS_PREFIX)]
+
+
+def lab_links() -> list[str]:
+    out = run("ip", "-o", "link", "show", check=False).stdout
+    names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+    return [n for n in names if n.startswith("hl-") or n == BRIDGE]
+
+
+def lab_processes() -> list[str]:
+    """Processes of this machine that belong to the lab (an nspawn or anything rooted in a lab host)."""
+    found = []
+    prefix = str(STATE / "hosts")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            root = os.readlink(proc / "root")
+        except OSError:
+            continue
+        if root.startswith(prefix) or (cmd.startswith("systemd-nspawn") and prefix in cmd):
+            found.append(f"{proc.name} {cmd.strip()}")
+    return found
+
+
+def leftovers() -> dict[str, list[str]]:
+    """What a stopped lab must not leave: empty lists everywhere."""
+    return {"processes": lab_processes(), "mounts": lab_mounts(), "links": lab_links(), "netns": lab_netns()}
