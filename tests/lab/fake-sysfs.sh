@@ -1,5 +1,6 @@
 #!/bin/sh
 # Runs inside a lab host at boot (halo-lab-fake-sysfs.service): lays the lab's fake GPU files
+# (and /proc/meminfo, so the host has the RAM of a Strix Halo box)
 # (/var/lib/halo-lab/sysfs/<path>, written by the lab on the machine that runs it) over the real
 # /sys/<path>, so facts read them at the paths a Strix Halo kernel uses. Only files are faked.
 #
@@ -41,3 +42,8 @@ while read -r path; do
     fi
     mount --bind "$fake/$path" "$target"
 done < "$fake/MOUNTS"
+
+# The RAM size the kernel reports: /proc/meminfo of a box with the chosen amount of memory.
+if [ -f /var/lib/halo-lab/proc/meminfo ]; then
+    mount --bind /var/lib/halo-lab/proc/meminfo /proc/meminfo
+fi

@@ -15,6 +15,8 @@ from pathlib import Path
 
 GIB = 1 << 30
 FAKE_DIR = "var/lib/halo-lab/sysfs"
+MEMINFO = "var/lib/halo-lab/proc/meminfo"
+KERNEL_RESERVED_KIB = 1_310_720  # what the firmware and kernel keep before MemTotal (1.25 GiB)
 # Laid over /sys/<entry> inside the host by fake-sysfs.sh. Every entry is always mounted (empty when
 # the profile has no GPU) so that values can change while the host runs.
 MOUNTS = ("class/drm", "class/kfd", "module/ttm", "module/amdttm", "kernel/iommu_groups", "kernel/debug")
@@ -25,6 +27,7 @@ class GpuProfile:
     """The values a test chooses for one host's fake GPU (bytes, 4 KiB pages, firmware numbers)."""
 
     present: bool = True
+    ram_gib: int = 128  # installed RAM; /proc/meminfo shows it less the carve-out and kernel reserve
     vram_total: int = 512 << 20
     vram_used: int = 92 << 20
     gtt_total: int = 120 * GIB
@@ -44,6 +47,15 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+def meminfo_text(gpu: GpuProfile) -> str:
+    """/proc/meminfo as the kernel writes it on a box with gpu.ram_gib of RAM."""
+    carve_out_kib = gpu.vram_total // 1024 if gpu.present else 0
+    total = gpu.ram_gib * 1024 * 1024 - carve_out_kib - KERNEL_RESERVED_KIB
+    rows = [("MemTotal", total), ("MemFree", total * 9 // 10), ("MemAvailable", total * 19 // 20),
+            ("Buffers", 2048), ("Cached", total // 50), ("SwapCached", 0), ("SwapTotal", 0), ("SwapFree", 0)]
+    return "".join(f"{key + ':':<16}{value:>8} kB\n" for key, value in rows)
+
+
 def write_fake_sysfs(root: Path, gpu: GpuProfile) -> None:
     """(Re)write the fake files of one host below its root; safe while the host runs."""
     fake = root / FAKE_DIR
@@ -53,6 +65,7 @@ def write_fake_sysfs(root: Path, gpu: GpuProfile) -> None:
         for child in top.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     _write(fake / "MOUNTS", "\n".join(MOUNTS) + "\n")
+    _write(root / MEMINFO, meminfo_text(gpu))
     # The host's CPU is always a KFD node 0 with no SIMDs; the GPU is node 1.
     kfd_nodes = fake / "class/kfd/kfd/topology/nodes"
     _write(kfd_nodes / "0/properties", "cpu_cores_count 32\nsimd_count 0\ngfx_target_version 0\n")

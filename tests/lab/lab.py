@@ -103,7 +103,7 @@ def debian_mirror() -> str:
 
 
 def rootfs_key(release: str) -> str:
-    payload = json.dumps([release, PACKAGES, ROOTFS_LAYOUT, (LAB_DIR / "fake-sysfs.sh").read_text()])
+    payload = json.dumps([release, PACKAGES, ROOTFS_LAYOUT])
     return f"debian{release}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
@@ -130,9 +130,20 @@ def ensure_rootfs(release: str) -> Path:
 
 
 def prepare_rootfs(root: Path) -> None:
-    """Lab-only changes to a fresh rootfs: the fake sysfs unit, no shared host keys, quiet timers."""
+    """Lab-only changes to a fresh rootfs: no shared SSH host keys, no machine id, quiet timers."""
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
+    for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer",
+                 "systemd-networkd-wait-online.service"):
+        (root / "etc/systemd/system" / unit).unlink(missing_ok=True)
+        (root / "etc/systemd/system" / unit).symlink_to("/dev/null")
+    (root / "etc/machine-id").write_text("")
+    shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+    (root / "var/cache/apt/archives/partial").mkdir(parents=True)
+
+
+def install_fake_sysfs_unit(root: Path) -> None:
+    """The boot unit that lays the fake GPU files over /sys (fake-sysfs.sh) in one host."""
     script = root / "usr/local/sbin/halo-lab-fake-sysfs"
     shutil.copy(LAB_DIR / "fake-sysfs.sh", script)
     script.chmod(0o755)
@@ -145,13 +156,6 @@ def prepare_rootfs(root: Path) -> None:
     wants = root / "etc/systemd/system/sysinit.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     (wants / "halo-lab-fake-sysfs.service").symlink_to("/etc/systemd/system/halo-lab-fake-sysfs.service")
-    for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer",
-                 "systemd-networkd-wait-online.service"):
-        (root / "etc/systemd/system" / unit).unlink(missing_ok=True)
-        (root / "etc/systemd/system" / unit).symlink_to("/dev/null")
-    (root / "etc/machine-id").write_text("")
-    shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
-    (root / "var/cache/apt/archives/partial").mkdir(parents=True)
 
 
 # --- network ----------------------------------------------------------------------------------
@@ -217,6 +221,7 @@ def prepare_host(host: LabHost, lower: Path, pubkey: str, all_hosts: list[LabHos
     (ssh_dir / "authorized_keys").write_text(pubkey)
     (ssh_dir / "authorized_keys").chmod(0o600)
     run("ssh-keygen", "-A", "-f", str(root))
+    install_fake_sysfs_unit(root)
     write_fake_sysfs(root, host.gpu)
     (host.dir / "host.json").write_text(json.dumps({**asdict(host), "rootfs": str(lower)}, indent=1))
 
@@ -430,3 +435,14 @@ def lab_processes() -> list[str]:
 def leftovers() -> dict[str, list[str]]:
     """What a stopped lab must not leave: empty lists everywhere."""
     return {"processes": lab_processes(), "mounts": lab_mounts(), "links": lab_links(), "netns": lab_netns()}
+
+
+def set_gpu(name: str, gpu: GpuProfile) -> None:
+    """Give a running lab host other fake GPU values; visible inside it at once."""
+    host = next((h for h in load_hosts() if h.name == name), None)
+    if host is None:
+        raise LabError(f"no lab host named {name!r} is running")
+    write_fake_sysfs(host.root, gpu)
+    host.gpu = gpu
+    data = json.loads((host.dir / "host.json").read_text())
+    (host.dir / "host.json").write_text(json.dumps({**data, "gpu": asdict(gpu)}, indent=1))

@@ -1,0 +1,61 @@
+"""Fixtures for tests that apply deploys to the booted lab hosts over SSH.
+
+The lab is started once per test session (halo1 Debian 12, halo2 Debian 13, halo3 Debian 12) and
+stopped at the end. Tests that change a host's fake GPU restore the default profile afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.lab import lab
+from tests.lab.gpu import GpuProfile
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_HOSTS = ["halo1:12", "halo2:13", "halo3:12"]
+
+
+def pyinfra(*args: str, data: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the pyinfra CLI from the repo root, as a user would; returns its output and exit code."""
+    cmd = [sys.executable, "-m", "pyinfra", "-y"]
+    for key, value in (data or {}).items():
+        cmd += ["--data", f"{key}={value}"]
+    proc = subprocess.run(cmd + list(args), cwd=REPO, capture_output=True, text=True, timeout=1800,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1", TERM="dumb", NO_COLOR="1"))
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pyinfra {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def lab_hosts():
+    """The running lab's hosts; started here when needed and stopped after the session."""
+    if os.geteuid() != 0 and not os.environ.get("CI"):
+        pytest.skip("the lab needs root (systemd-nspawn, network namespaces, mounts)")
+    hosts = lab.start(lab.parse_host_args(LAB_HOSTS))
+    yield hosts
+    lab.stop()
+
+
+@pytest.fixture
+def lab_inventory(lab_hosts) -> str:
+    return str(lab.STATE / "inventory.py")
+
+
+@pytest.fixture
+def set_gpu(lab_hosts):
+    """set_gpu("halo2", GpuProfile(gtt_total=...)) for one test; the default comes back afterwards."""
+    changed = []
+
+    def apply(name: str, profile: GpuProfile) -> None:
+        lab.set_gpu(name, profile)
+        changed.append(name)
+
+    yield apply
+    for name in changed:
+        lab.set_gpu(name, GpuProfile())
