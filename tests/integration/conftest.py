@@ -6,6 +6,7 @@ stopped at the end. Tests that change a host's fake GPU restore the default prof
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,3 +60,15 @@ def set_gpu(lab_hosts):
     yield apply
     for name in changed:
         lab.set_gpu(name, GpuProfile())
+
+
+def pyinfra_facts(inventory: str, *fact_names: str, limit: str | None = None) -> dict[str, dict]:
+    """`pyinfra INVENTORY fact ...` through the CLI: {fact name: {host: value}}."""
+    args = [inventory, "fact", *fact_names] + (["--limit", limit] if limit else [])
+    proc = pyinfra(*args, check=True)
+    output = proc.stdout + proc.stderr
+    found = {}
+    for chunk in output.split("--> Fact data for: ")[1:]:
+        name, _, body = chunk.partition("\n")
+        found[name.strip()] = json.JSONDecoder().raw_decode(body.lstrip())[0]
+    return found

@@ -271,13 +271,26 @@ def ssh(host: LabHost | str, command: str, check: bool = True, timeout: float = 
 
 def is_alive(host: LabHost) -> bool:
     pid = nspawn_pid(host)
-    if pid is None:
+    if pid is None or process_gone(pid):
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"systemd-nspawn")
+    except FileNotFoundError:
         return False
-    return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"systemd-nspawn")
+
+
+def process_gone(pid: int) -> bool:
+    """True once a process has exited; reaps it when it is our child (the lab started it)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return True
+    return state in ("Z", "X")
 
 
 def nspawn_pid(host: LabHost) -> int | None:
@@ -375,11 +388,11 @@ def stop() -> None:
             os.kill(pids[d.name], signal.SIGTERM)  # nspawn asks the container's systemd to power off
     deadline = time.monotonic() + STOP_TIMEOUT_S
     for name, pid in pids.items():
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while not process_gone(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if Path(f"/proc/{pid}").exists():
+        if not process_gone(pid):
             os.killpg(pid, signal.SIGKILL)
-            while Path(f"/proc/{pid}").exists():
+            while not process_gone(pid):
                 time.sleep(0.1)
     for mount in reversed(lab_mounts()):
         run("umount", "-l", mount, check=False)
