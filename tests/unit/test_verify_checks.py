@@ -1,0 +1,86 @@
+"""deploys.verify.judge: what a host shows, against what its settings want, row by row."""
+
+from dataclasses import replace
+
+import pytest
+
+from deploys.settings import Settings
+from deploys.verify import HostFacts, judge
+
+GIB = 1 << 30
+TUNED = HostFacts(
+    distro="ubuntu",
+    kernel={"release": "6.18.9-061809-generic", "version": "6.18.9"},
+    gpu_memory=[{"card": "card1", "vram_total": 512 << 20, "vram_used": 1, "gtt_total": 120 * GIB, "gtt_used": 1}],
+    ttm={"module": "ttm", "pages_limit": 31457280, "page_pool_size": 31457280},
+    kfd_nodes=[{"node": 1, "gfx_target_version": 110501, "gfx_target": "gfx1151", "simd_count": 80,
+                "mem_bank_bytes": 120 * GIB}],
+    iommu={"mode": "off", "groups": 0, "types": []},
+    firmware={"linux-firmware": "20240318.git3b128b60-0ubuntu2.3"},
+    mes=[{"dri": "0", "mes": 0x80, "mes_kiq": 0x6C}],
+    rocm="7.1.1",
+    mem_total=131334144 * 1024,  # 128 GiB box, 512 MiB carve-out
+)
+
+
+def rows(facts: HostFacts, **settings) -> dict[str, tuple[str, str]]:
+    report = judge(facts, Settings(**settings))
+    return {r.subject: (r.verdict, r.value + " " + r.why) for r in report.rows}
+
+
+def with_card(**values) -> HostFacts:
+    return replace(TUNED, gpu_memory=[{**TUNED.gpu_memory[0], **values}])
+
+
+def test_a_tuned_host_passes_every_row():
+    report = judge(TUNED, Settings())
+    assert report.failures == []
+    assert {r.verdict for r in report.rows} <= {"ok", "info"}
+    assert "PASS" in report.table().splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("facts", "settings", "subject", "verdict", "words"),
+    [
+        (replace(TUNED, kernel={"release": "6.14.0-37-generic", "version": "6.14.0"}), {}, "kernel", "FAIL",
+         ["kernel_min_version 6.16.9", "15.5 GiB", "hwe"]),
+        (replace(TUNED, kernel={"release": "6.17.0-14-generic", "version": "6.17.0"}), {}, "kernel", "WARN",
+         ["6.18.4"]),
+        (replace(TUNED, distro="fedora", kernel={"release": "6.15.9-201.fc42.x86_64", "version": "6.15.9"}),
+         {}, "kernel", "FAIL", ["dnf upgrade"]),
+        (with_card(gtt_total=16642998272), {}, "GTT", "FAIL", ["kernel is too old", "reboot pending"]),
+        (with_card(gtt_total=96 * GIB), {}, "GTT", "FAIL", ["other ttm arguments"]),
+        (with_card(gtt_total=96 * GIB), {"ttm_gib": 96}, "GTT", "ok", ["wanted 96 GiB: ttm_gib"]),
+        (with_card(vram_total=96 * GIB), {}, "VRAM carve-out", "FAIL", ["96.00 GiB", "BIOS UMA"]),
+        (replace(TUNED, ttm={"module": "amdttm", "pages_limit": 4063232, "page_pool_size": 4063232}), {},
+         "TTM pages_limit", "FAIL", ["wanted 31457280"]),
+        (replace(TUNED, ttm=None), {}, "TTM pages_limit", "FAIL", ["amdgpu is not loaded"]),
+        (replace(TUNED, kfd_nodes=[]), {}, "GPU", "FAIL", ["no GPU node"]),
+        (TUNED, {"gpu_targets": ["gfx1100"]}, "GPU", "FAIL", ["gfx1151"]),
+        (replace(TUNED, gpu_memory=[]), {}, "GPU", "FAIL", ["amdgpu"]),
+        (replace(TUNED, mes=[{"dri": "0", "mes": 0x83, "mes_kiq": 0x6C}]), {}, "MES firmware", "FAIL",
+         ["0x83", "20251125"]),
+        (replace(TUNED, mes=None), {}, "MES firmware", "info", ["not checked", "debugfs"]),
+        (replace(TUNED, distro="fedora", firmware={"linux-firmware": "20251125-1.fc43"}), {}, "firmware", "FAIL",
+         ["20251125", "firmware_min_date 20260110", "dnf upgrade"]),
+        (replace(TUNED, distro="fedora", firmware={"linux-firmware": "20260110-1.fc43"}), {}, "firmware", "ok",
+         []),
+        (TUNED, {}, "firmware", "info", ["not compared"]),
+        (replace(TUNED, iommu={"mode": "translated", "groups": 12, "types": ["DMA-FQ"]}), {}, "IOMMU", "FAIL",
+         ["wants off"]),
+        (replace(TUNED, iommu={"mode": "translated", "groups": 12, "types": ["DMA-FQ"]}), {"iommu_mode": "keep"},
+         "IOMMU", "ok", []),
+        (replace(TUNED, iommu={"mode": "passthrough", "groups": 12, "types": ["identity"]}), {"iommu_mode": "pt"},
+         "IOMMU", "ok", []),
+    ],
+)
+def test_each_row_says_what_is_wrong(facts, settings, subject, verdict, words):
+    got_verdict, text = rows(facts, **settings)[subject]
+    assert got_verdict == verdict, text
+    for word in words:
+        assert word.lower() in text.lower(), f"{word!r} missing from {text!r}"
+
+
+def test_without_a_gpu_memory_rows_are_not_guessed():
+    got = rows(replace(TUNED, gpu_memory=[], kfd_nodes=[]))
+    assert "GTT" not in got and "VRAM carve-out" not in got
