@@ -32,10 +32,16 @@ def test_fake_values_change_while_the_host_runs(lab_hosts, set_gpu):
 
 def test_stop_leaves_nothing_behind_and_a_cached_start_is_quick(lab_hosts):
     lab.stop()
-    assert lab.leftovers() == {"processes": [], "mounts": [], "links": [], "netns": []}
+    assert lab.leftovers() == {"processes": [], "mounts": [], "links": [], "netns": [], "nft": []}
     started = time.monotonic()
     hosts = lab.start(lab.parse_host_args([f"{h.name}:{h.release}" for h in lab_hosts]))
     seconds = time.monotonic() - started
     print(f"lab: {len(hosts)} hosts started from the cache in {seconds:.1f} s")
     assert [h.name for h in hosts] == [h.name for h in lab_hosts]
     assert all(lab.is_alive(h) for h in hosts)
+
+
+def test_hosts_reach_the_debian_archive_through_the_lab_nat(lab_hosts):
+    out = lab.ssh(lab_hosts[1], "apt-get update -qq && apt-cache policy grub2-common | grep -c Candidate",
+                  timeout=300)
+    assert out.stdout.strip() == "1", out.stdout + out.stderr

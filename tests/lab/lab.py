@@ -34,15 +34,20 @@ from pathlib import Path
 from tests.lab.gpu import GpuProfile, write_fake_sysfs
 
 LAB_DIR = Path(__file__).resolve().parent
-STATE = Path(os.environ.get("HALO_LAB_STATE", "/var/lib/halo-lab"))
+# HALO_LAB_ID (0-9) lets several labs run side by side: each has its own state, bridge and subnet.
+LAB_ID = int(os.environ.get("HALO_LAB_ID", "0"))
+STATE = Path(os.environ.get("HALO_LAB_STATE", "/var/lib/halo-lab" + (f"-{LAB_ID}" if LAB_ID else "")))
 CACHE = Path(os.environ.get("HALO_LAB_CACHE", "/var/cache/halo-lab"))
-BRIDGE = "halo-lab0"
-SUBNET = "10.151.0"  # lab hosts are .11, .12, ...; this machine is .1 on the bridge
-NETNS_PREFIX = "halo-lab-"
+BRIDGE = f"halo-lab{LAB_ID}"
+SUBNET = f"10.151.{LAB_ID}"  # lab hosts are .11, .12, ...; this machine is .1 on the bridge
+NETNS_PREFIX = f"halo-lab{LAB_ID}-"
+VETH_PREFIX = f"hl{LAB_ID}-"
+NFT_TABLE = f"halo_lab{LAB_ID}"  # NAT of the lab subnet, so hosts reach the Debian archive
 RELEASES = {"12": "bookworm", "13": "trixie"}
 PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "python3", "sudo",
     "procps", "ca-certificates",
+    "grub2-common", "grub-pc-bin",  # what a real Debian box boots with: the GRUB step edits and regenerates it
 ]
 ROOTFS_LAYOUT = 1  # bump when the rootfs preparation below changes
 BOOT_TIMEOUT_S = 90
@@ -76,7 +81,7 @@ class LabHost:
 
     @property
     def veth(self) -> str:
-        return "hl-" + self.name
+        return VETH_PREFIX + self.name
 
 
 def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -161,10 +166,16 @@ def install_fake_sysfs_unit(root: Path) -> None:
 # --- network ----------------------------------------------------------------------------------
 
 def ensure_bridge() -> None:
+    """The lab bridge, with this machine at .1 and NAT so hosts reach the Debian archive."""
     if run("ip", "link", "show", BRIDGE, check=False).returncode != 0:
         run("ip", "link", "add", BRIDGE, "type", "bridge")
         run("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
     run("ip", "link", "set", BRIDGE, "up")
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    run("nft", "-f", "-", input=(
+        f"table ip {NFT_TABLE} {{}}\ndelete table ip {NFT_TABLE}\n"
+        f"table ip {NFT_TABLE} {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat;\n"
+        f"  ip saddr {SUBNET}.0/24 oifname != \"{BRIDGE}\" masquerade\n }}\n}}\n"))
 
 
 def plug_host(host: LabHost) -> None:
@@ -213,6 +224,7 @@ def prepare_host(host: LabHost, lower: Path, pubkey: str, all_hosts: list[LabHos
         f"lowerdir={lower},upperdir={host.dir / 'upper'},workdir={host.dir / 'work'}", str(host.root))
     root = host.root
     (root / "etc/hostname").write_text(host.name + "\n")
+    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
     (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
     hosts_lines = [f"{h.address}\t{h.name}" for h in all_hosts]
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n" + "\n".join(hosts_lines) + "\n")
@@ -229,11 +241,13 @@ def prepare_host(host: LabHost, lower: Path, pubkey: str, all_hosts: list[LabHos
 def boot_host(host: LabHost) -> None:
     """Start `systemd-nspawn --boot` in the background; its console goes to console.log."""
     log = open(host.dir / "console.log", "ab")
+    archives = CACHE / "apt-archives" / host.release  # .debs downloaded once for all hosts and runs
+    (archives / "partial").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
     proc = subprocess.Popen(
         ["systemd-nspawn", "--boot", f"--directory={host.root}", f"--machine={host.name}",
          f"--hostname={host.name}", "--register=no", "--keep-unit", "--console=read-only",
-         f"--network-namespace-path=/run/netns/{host.netns}"],
+         f"--network-namespace-path=/run/netns/{host.netns}", f"--bind={archives}:/var/cache/apt/archives"],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     (host.dir / "nspawn.pid").write_text(str(proc.pid))
@@ -352,9 +366,9 @@ def load_hosts() -> list[LabHost]:
 def start(hosts: list[LabHost]) -> list[LabHost]:
     """Boot the given hosts (stopping any running lab first) and write the client files."""
     check_names(hosts)
-    for tool in ("systemd-nspawn", "debootstrap", "ip", "ssh", "ssh-keygen"):
+    for tool in ("systemd-nspawn", "debootstrap", "ip", "nft", "ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
-            raise LabError(f"{tool} is missing: run `bash tests/lab/install-deps` (apt packages) first")
+            raise LabError(f"{tool} is missing: run `bash scripts/setup` (as root) first")
     stop()
     lowers = {release: ensure_rootfs(release) for release in {h.release for h in hosts}}
     STATE.mkdir(parents=True, exist_ok=True)
@@ -400,6 +414,7 @@ def stop() -> None:
         run("ip", "netns", "del", ns, check=False)
     for link in lab_links():
         run("ip", "link", "del", link, check=False)
+    run("nft", "delete", "table", "ip", NFT_TABLE, check=False)
     for d in dirs:
         shutil.rmtree(d)
     for name in ("inventory.py", "hosts.txt", "ssh_config", "known_hosts"):
@@ -425,7 +440,7 @@ def lab_netns() -> list[str]:
 def lab_links() -> list[str]:
     out = run("ip", "-o", "link", "show", check=False).stdout
     names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
-    return [n for n in names if n.startswith("hl-") or n == BRIDGE]
+    return [n for n in names if n.startswith(VETH_PREFIX) or n == BRIDGE]
 
 
 def lab_processes() -> list[str]:
@@ -445,9 +460,15 @@ def lab_processes() -> list[str]:
     return found
 
 
+def lab_nft_tables() -> list[str]:
+    out = run("nft", "list", "tables", check=False).stdout
+    return [line for line in out.splitlines() if line.split()[-1:] == [NFT_TABLE]]
+
+
 def leftovers() -> dict[str, list[str]]:
     """What a stopped lab must not leave: empty lists everywhere."""
-    return {"processes": lab_processes(), "mounts": lab_mounts(), "links": lab_links(), "netns": lab_netns()}
+    return {"processes": lab_processes(), "mounts": lab_mounts(), "links": lab_links(), "netns": lab_netns(),
+            "nft": lab_nft_tables()}
 
 
 def set_gpu(name: str, gpu: GpuProfile) -> None:
