@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from packaging.version import Version
 from pyinfra import host, logger
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import python
 
+from deploys.common import fail_host
 from deploys.settings import GIB, TTM_PAGES_PER_GIB, Settings, settings
 from facts.amdgpu import GpuMemory, KfdGpuNodes, TtmLimits
 from facts.firmware import FirmwarePackages, MesFirmware, firmware_date
@@ -91,10 +90,6 @@ class Report:
             if r.why:
                 lines.append(f"  {'':<{width}}        -> {r.why}")
         return "\n".join(lines)
-
-
-class VerifyError(PyinfraError):
-    """A host failed verification; the message holds the failing rows and their fixes."""
 
 
 def gib(value: int | None) -> str:
@@ -258,21 +253,14 @@ def check_iommu(report: Report, facts: HostFacts, s: Settings) -> None:
                    f"iommu_mode {s.iommu_mode!r} wants {wanted}; run deploys/grub.py and reboot")
 
 
-def fail_host(report: str) -> None:
-    raise VerifyError(report)
-
-
 @deploy("Verify Strix Halo host")
 def verify_host() -> None:
     s = settings(host)
     report = judge(read_facts(), s)
     logger.info(report.table())
     if report.failures:
-        python.call(
-            name="Fail: the host does not pass verification",
-            function=fail_host,
-            report="\n".join(f"{r.subject}: {r.value}: {r.why}" for r in report.failures),
-        )
+        fail_host("Fail: the host does not pass verification",
+                  "; ".join(f"{r.subject} {r.value}: {r.why}" for r in report.failures))
 
 
 if __name__ in ("builtins", "__main__"):

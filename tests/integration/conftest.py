@@ -72,3 +72,25 @@ def pyinfra_facts(inventory: str, *fact_names: str, limit: str | None = None) ->
         name, _, body = chunk.partition("\n")
         found[name.strip()] = json.JSONDecoder().raw_decode(body.lstrip())[0]
     return found
+
+
+def results(proc: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
+    """pyinfra's closing Results table: {operation: {"success": n, "error": n, "no_change": n}}."""
+    output = proc.stdout + proc.stderr
+    table = output.split("--> Results:")[-1].split("--> Disconnecting")[0].splitlines()[2:]
+    found = {}
+    for line in table:
+        cells = line.split()
+        if len(cells) < 4:
+            continue
+        counts = [0 if c == "-" else int(c) for c in cells[-3:]]
+        found[" ".join(cells[:-4])] = dict(zip(("success", "error", "no_change"), counts))
+    return found
+
+
+def assert_no_changes(proc: subprocess.CompletedProcess) -> None:
+    """A second run: it succeeded and no operation changed anything on any host."""
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    changed = {op: r for op, r in results(proc).items() if r["success"] or r["error"]}
+    assert not changed, f"operations changed something on the second run: {changed}\n{output}"
