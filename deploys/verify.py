@@ -16,32 +16,21 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.server import LinuxDistribution
 
+from deploys.checks import Row, distro_id, firmware_rows, kernel_row
 from deploys.common import fail_host
 from deploys.settings import GIB, TTM_PAGES_PER_GIB, Settings, settings
 from facts.amdgpu import GpuMemory, KfdGpuNodes, TtmLimits
-from facts.firmware import FirmwarePackages, MesFirmware, firmware_date
+from facts.firmware import FirmwarePackages, MesFirmware
 from facts.iommu import IommuState
-from facts.kernel import KernelRelease, kernel_version
+from facts.kernel import KernelRelease
 from facts.memory import MemTotal, installed_ram_bytes
 from facts.rocm import RocmVersion
 
 PAGE = 4096
-MES_GOOD, MES_BAD = 0x80, 0x83
 # Without working ttm arguments (or on a kernel older than 6.16.9) GTT is about half of RAM,
 # capped near 15.5 GiB on the older kernels; anything this far below the wanted size is that case.
 GTT_STOCK_FRACTION = 0.6
 IOMMU_WANTED = {"off": "off", "pt": "passthrough"}
-KERNEL_REMEDY = {
-    "fedora": "dnf upgrade --refresh 'kernel*' and reboot",
-    "ubuntu": "install a newer kernel (Ubuntu 24.04: apt install linux-generic-hwe-24.04; or move to 25.10+) "
-    "and reboot",
-    "debian": "install a newer kernel (Debian 13: apt install -t trixie-backports linux-image-amd64) and reboot",
-}
-FIRMWARE_REMEDY = {
-    "fedora": "dnf upgrade --refresh linux-firmware amd-gpu-firmware",
-    "ubuntu": "apt install --only-upgrade linux-firmware",
-    "debian": "apt install --only-upgrade firmware-amd-graphics (from backports if needed)",
-}
 
 
 @dataclass
@@ -58,16 +47,6 @@ class HostFacts:
     mes: list[dict] | None
     rocm: str | None
     mem_total: int | None
-
-
-@dataclass
-class Row:
-    """One line of the table: subject, what was read, verdict, and the explanation when not ok."""
-
-    subject: str
-    value: str
-    verdict: str = "ok"  # ok | WARN | FAIL | info
-    why: str = ""
 
 
 @dataclass
@@ -98,9 +77,8 @@ def gib(value: int | None) -> str:
 
 def read_facts() -> HostFacts:
     """Read every fact verify needs from the current host, once each."""
-    distro = host.get_fact(LinuxDistribution) or {}
     return HostFacts(
-        distro=str((distro.get("release_meta") or {}).get("ID") or distro.get("name") or "").lower(),
+        distro=distro_id(host.get_fact(LinuxDistribution)),
         kernel=host.get_fact(KernelRelease),
         gpu_memory=host.get_fact(GpuMemory),
         ttm=host.get_fact(TtmLimits),
@@ -116,32 +94,14 @@ def read_facts() -> HostFacts:
 def judge(facts: HostFacts, s: Settings) -> Report:
     """Compare what a host shows with what its settings want; pure, so tests feed it facts."""
     report = Report(s.host_name)
-    check_kernel(report, facts, s)
+    report.rows.append(kernel_row(facts.distro, facts.kernel, s))
     card = check_gpu(report, facts, s)
     if card is not None:
         check_memory(report, facts, s, card)
-    check_firmware(report, facts, s)
+    report.rows.extend(firmware_rows(facts.distro, facts.firmware, facts.mes, s))
     check_iommu(report, facts, s)
     report.add("ROCm", facts.rocm or "not installed", "info")
     return report
-
-
-def check_kernel(report: Report, facts: HostFacts, s: Settings) -> None:
-    release = (facts.kernel or {}).get("release", "?")
-    version = kernel_version(release) if facts.kernel else None
-    remedy = KERNEL_REMEDY.get(facts.distro, "install a newer kernel and reboot")
-    if version is None:
-        report.add("kernel", release, "FAIL", "cannot read the kernel release (uname -r)")
-    elif version < s.kernel_min:
-        report.add("kernel", release, "FAIL",
-                   f"older than kernel_min_version {s.kernel_min_version}: ROCm sees only about 15.5 GiB "
-                   f"of GTT on it; {remedy}")
-    elif version < s.kernel_recommended:
-        report.add("kernel", release, "WARN",
-                   f"older than {s.kernel_recommended_version}, which has the gfx1151 stability fixes "
-                   f"ROCm 7.2 needs; {remedy}")
-    else:
-        report.add("kernel", release)
 
 
 def check_gpu(report: Report, facts: HostFacts, s: Settings) -> dict | None:
@@ -210,36 +170,6 @@ def check_memory(report: Report, facts: HostFacts, s: Settings, card: dict) -> N
         report.add("TTM pages_limit", f"{pages} ({module})", "FAIL",
                    f"wanted {wanted_pages} ({wanted_gib} GiB x {TTM_PAGES_PER_GIB}); run deploys/grub.py and "
                    "reboot")
-
-
-def check_firmware(report: Report, facts: HostFacts, s: Settings) -> None:
-    packages = ", ".join(f"{n} {v}" for n, v in sorted(facts.firmware.items())) or "no firmware package"
-    remedy = FIRMWARE_REMEDY.get(facts.distro, "update the linux-firmware package")
-    if facts.distro == "fedora":
-        dates = [d for d in (firmware_date(v) for v in facts.firmware.values()) if d]
-        if not dates:
-            report.add("firmware", packages, "FAIL", f"no linux-firmware / amd-gpu-firmware package: {remedy}")
-        elif min(dates) < s.firmware_min_date:
-            report.add("firmware", packages, "FAIL",
-                       f"snapshot {min(dates)} is older than firmware_min_date {s.firmware_min_date}; {remedy}")
-        else:
-            report.add("firmware", f"{packages} (date >= {s.firmware_min_date})")
-    else:
-        report.add("firmware", packages, "info",
-                   "package date not compared: Debian and Ubuntu backport fixes into old snapshot dates")
-    if facts.mes is None:
-        report.add("MES firmware", "not checked", "info",
-                   "debugfs not readable (/sys/kernel/debug/dri/*/amdgpu_firmware_info needs root and debugfs)")
-        return
-    versions = sorted({m["mes"] for m in facts.mes if m["mes"] is not None})
-    shown = ", ".join(f"0x{v:x}" for v in versions) or "?"
-    if MES_BAD in versions:
-        report.add("MES firmware", shown, "FAIL",
-                   f"MES 0x{MES_BAD:x} (linux-firmware 20251125) hangs gfx1151 under load; {remedy}")
-    elif versions and min(versions) < MES_GOOD:
-        report.add("MES firmware", shown, "WARN", f"older than 0x{MES_GOOD:x}, the version known good; {remedy}")
-    else:
-        report.add("MES firmware", shown)
 
 
 def check_iommu(report: Report, facts: HostFacts, s: Settings) -> None:
