@@ -2,14 +2,30 @@
 
     pyinfra inventories/lab.py deploys/full.py
 
-Steps so far: verify (the host steps, llama.cpp and the services come in front of it).
+A host that fails a step (too old a kernel, bad firmware, a missing user) stops there; the
+other hosts go on. Add new steps to STEPS in the order they must run.
 """
 
 from pyinfra import host
 
+from deploys.firmware import check_firmware
+from deploys.groups import gpu_groups
+from deploys.kernel import check_kernel
+from deploys.llama_cpp import llama_cpp
 from deploys.settings import settings
 from deploys.verify import verify_host
 
+STEPS = [
+    check_kernel,
+    check_firmware,
+    gpu_groups,
+    # grub and rocm come here
+    llama_cpp,
+    # rpc_worker and head come here
+    verify_host,
+]
+
 if __name__ in ("builtins", "__main__"):
     settings(host)  # every host's data is valid before any step adds an operation
-    verify_host()
+    for step in STEPS:
+        step()

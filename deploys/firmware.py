@@ -1,0 +1,33 @@
+"""Check the GPU firmware: the linux-firmware snapshot on Fedora, the loaded MES version anywhere.
+
+    pyinfra inventories/lab.py deploys/firmware.py
+
+Fedora: the firmware packages' snapshot date must be at least firmware_min_date. Debian and Ubuntu
+keep an old snapshot date and backport fixes, so the date is not compared there. Where debugfs is
+readable (root), the loaded MES firmware is read: 0x83 (linux-firmware 20251125) hangs gfx1151 and
+fails the host; 0x80 is known good. The output says what was and was not checked.
+"""
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.server import LinuxDistribution
+
+from deploys.checks import act_on, distro_id, firmware_rows
+from deploys.settings import settings
+from facts.firmware import FirmwarePackages, MesFirmware
+
+
+@deploy("Check the GPU firmware")
+def check_firmware() -> None:
+    s = settings(host)
+    rows = firmware_rows(
+        distro_id(host.get_fact(LinuxDistribution)),
+        host.get_fact(FirmwarePackages),
+        host.get_fact(MesFirmware),
+        s,
+    )
+    act_on(rows, "Fail: the GPU firmware is unfit")
+
+
+if __name__ in ("builtins", "__main__"):
+    check_firmware()

@@ -1,0 +1,170 @@
+"""The judgements of the kernel, firmware and groups steps, fed facts (Fedora and Ubuntu included)."""
+
+import pytest
+
+from deploys.checks import distro_id, firmware_rows, kernel_row
+from deploys.full import STEPS
+from deploys.groups import missing_memberships
+from deploys.settings import Settings
+
+UBUNTU_FIRMWARE = {"linux-firmware": "20240318.git3b128b60-0ubuntu2.3"}
+DEBIAN_FIRMWARE = {"firmware-amd-graphics": "20230210-5"}
+MES_80 = [{"dri": "1", "mes": 0x80, "mes_kiq": 0x6C}]
+MES_83 = [{"dri": "1", "mes": 0x83, "mes_kiq": 0x6C}]
+
+
+def kernel(release: str) -> dict:
+    return {"release": release, "version": None}
+
+
+def by_subject(rows) -> dict:
+    return {r.subject: r for r in rows}
+
+
+# -- kernel ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("distro", "release", "remedy"),
+    [
+        ("fedora", "6.15.9-201.fc42.x86_64", "dnf upgrade --refresh 'kernel*'"),
+        ("ubuntu", "6.14.0-37-generic", "linux-generic-hwe-24.04"),
+        ("debian", "6.12.57+deb13-amd64", "trixie-backports"),
+        ("debian", "6.1.0-41-amd64", "upgrade to Debian 13"),
+        ("arch", "6.16.8-arch1-1", "install a newer kernel and reboot"),
+    ],
+)
+def test_a_kernel_below_the_minimum_fails_with_the_release_and_the_distros_remedy(distro, release, remedy):
+    row = kernel_row(distro, kernel(release), Settings())
+    assert row.verdict == "FAIL"
+    assert row.value == release
+    assert "kernel_min_version 6.16.9" in row.why and "15.5 GiB" in row.why
+    assert remedy in row.why
+
+
+@pytest.mark.parametrize(
+    ("release", "verdict"),
+    [
+        ("6.16.9-200.fc42.x86_64", "WARN"),
+        ("6.17.0-14-generic", "WARN"),
+        ("6.18.3", "WARN"),
+        ("6.18.4-200.fc43.x86_64", "ok"),
+        ("6.18.44-fc-v509", "ok"),
+        ("7.0.0-rc3", "ok"),
+    ],
+)
+def test_kernels_from_the_minimum_to_the_recommended_version_warn(release, verdict):
+    row = kernel_row("fedora", kernel(release), Settings())
+    assert row.verdict == verdict, row
+    if verdict == "WARN":
+        assert "6.18.4" in row.why and "gfx1151" in row.why and "dnf upgrade" in row.why
+
+
+def test_the_thresholds_come_from_settings():
+    s = Settings(kernel_min_version="99.0", kernel_recommended_version="99.0")
+    assert "kernel_min_version 99.0" in kernel_row("debian", kernel("6.18.44-fc-v509"), s).why
+    assert kernel_row("debian", kernel("6.18.44"), Settings(kernel_recommended_version="99.0")).verdict == "WARN"
+
+
+@pytest.mark.parametrize("fact", [None, kernel("weird")])
+def test_an_unreadable_kernel_release_fails(fact):
+    row = kernel_row("ubuntu", fact, Settings())
+    assert row.verdict == "FAIL" and "uname -r" in row.why
+
+
+# -- firmware ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("packages", "verdict", "words"),
+    [
+        ({"linux-firmware": "20251125-1.fc43", "amd-gpu-firmware": "20251125-1.fc43"}, "FAIL",
+         ["snapshot 20251125", "firmware_min_date 20260110", "dnf upgrade --refresh linux-firmware"]),
+        ({"linux-firmware": "20260110-1.fc43", "amd-gpu-firmware": "20251125-1.fc43"}, "FAIL",
+         ["snapshot 20251125"]),
+        ({"linux-firmware": "20260110-1.fc43", "amd-gpu-firmware": "20260110-1.fc43"}, "ok", ["date >= 20260110"]),
+        ({"linux-firmware": "20260212-1.fc43"}, "ok", []),
+        ({}, "FAIL", ["no linux-firmware / amd-gpu-firmware package"]),
+    ],
+)
+def test_fedora_compares_the_firmware_package_date(packages, verdict, words):
+    row = by_subject(firmware_rows("fedora", packages, MES_80, Settings()))["firmware"]
+    assert row.verdict == verdict, row
+    for word in words:
+        assert word in row.value + " " + row.why
+
+
+def test_fedora_date_threshold_comes_from_settings():
+    s = Settings(firmware_min_date=20260301)
+    rows = firmware_rows("fedora", {"linux-firmware": "20260110-1.fc43"}, MES_80, s)
+    assert by_subject(rows)["firmware"].verdict == "FAIL"
+
+
+@pytest.mark.parametrize(("distro", "packages"), [("ubuntu", UBUNTU_FIRMWARE), ("debian", DEBIAN_FIRMWARE)])
+def test_debian_and_ubuntu_never_fail_on_the_old_snapshot_date(distro, packages):
+    rows = by_subject(firmware_rows(distro, packages, MES_80, Settings()))
+    assert rows["firmware"].verdict == "info"
+    assert "not compared" in rows["firmware"].why
+    assert (rows["MES firmware"].verdict, rows["MES firmware"].value) == ("ok", "0x80")
+
+
+@pytest.mark.parametrize(
+    ("distro", "remedy"),
+    [("ubuntu", "apt install --only-upgrade linux-firmware"), ("debian", "firmware-amd-graphics"),
+     ("fedora", "dnf upgrade")],
+)
+def test_mes_0x83_fails_on_every_distro(distro, remedy):
+    row = by_subject(firmware_rows(distro, {"linux-firmware": "20260110-1.fc43"}, MES_83, Settings()))["MES firmware"]
+    assert row.verdict == "FAIL"
+    assert "0x83" in row.value and "20251125" in row.why and remedy in row.why
+
+
+def test_mes_older_than_0x80_warns():
+    row = by_subject(firmware_rows("debian", DEBIAN_FIRMWARE, [{"dri": "1", "mes": 0x7A, "mes_kiq": 1}],
+                                   Settings()))["MES firmware"]
+    assert row.verdict == "WARN" and "0x80" in row.why
+
+
+def test_unreadable_mes_says_not_checked_and_warns_where_nothing_else_was_checked():
+    ubuntu = by_subject(firmware_rows("ubuntu", UBUNTU_FIRMWARE, None, Settings()))["MES firmware"]
+    assert (ubuntu.verdict, ubuntu.value) == ("WARN", "not checked")
+    assert "debugfs" in ubuntu.why and "unverified" in ubuntu.why
+    fedora = by_subject(firmware_rows("fedora", {"linux-firmware": "20260110-1.fc43"}, None, Settings()))
+    assert (fedora["MES firmware"].verdict, fedora["MES firmware"].value) == ("info", "not checked")
+    assert fedora["firmware"].verdict == "ok"
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+
+def user(primary: str, *groups: str) -> dict:
+    return {"group": primary, "groups": list(groups), "home": "/home/x", "shell": "/bin/bash"}
+
+
+@pytest.mark.parametrize(
+    ("users", "wanted", "expected"),
+    [
+        ({"alice": user("alice", "team")}, ["alice"], ([], {"alice": ["render", "video"]})),
+        ({"alice": user("alice", "video", "team")}, ["alice"], ([], {"alice": ["render"]})),
+        ({"alice": user("render", "video")}, ["alice"], ([], {})),  # the primary group counts
+        ({"alice": user("alice", "render", "video")}, ["alice"], ([], {})),
+        ({"alice": user("alice")}, ["alice", "bob"], (["bob"], {"alice": ["render", "video"]})),
+        ({}, [], ([], {})),
+    ],
+)
+def test_missing_memberships(users, wanted, expected):
+    assert missing_memberships(users, wanted) == expected
+
+
+# -- wiring ------------------------------------------------------------------------------------
+
+
+def test_distro_id_from_the_linux_distribution_fact():
+    assert distro_id({"name": "Ubuntu", "release_meta": {"ID": "ubuntu"}}) == "ubuntu"
+    assert distro_id(None) == ""
+
+
+def test_full_runs_the_host_checks_first_and_verify_last():
+    names = [step.__name__ for step in STEPS]
+    assert names[:3] == ["check_kernel", "check_firmware", "gpu_groups"]
+    assert names[-1] == "verify_host"
