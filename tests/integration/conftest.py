@@ -1,7 +1,10 @@
 """Fixtures for tests that apply deploys to the booted lab hosts over SSH.
 
-The lab is started once per test session (halo1 Debian 12, halo2 Debian 13, halo3 Debian 12) and
-stopped at the end. Tests that change a host's fake GPU restore the default profile afterwards.
+Two lab shapes: `lab_hosts` (halo1 Debian 12, halo2 Debian 13, halo3 Debian 12) for the host steps,
+and `cluster` (three Debian 12 hosts that build llama.cpp once and serve a model through RPC). The
+lab is (re)started only when the running one has another shape, tests that need the cluster run
+last, and the lab is stopped at the end of the session. Tests that change a host's fake GPU
+restore the default profile afterwards.
 """
 
 from __future__ import annotations
@@ -33,14 +36,24 @@ def pyinfra(*args: str, data: dict[str, str] | None = None, check: bool = False)
     return proc
 
 
+def pytest_collection_modifyitems(items):
+    """Tests on the cluster run after all others: the lab changes shape only once."""
+    items.sort(key=lambda item: "cluster" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
-def lab_hosts():
-    """The running lab's hosts; started here when needed and stopped after the session."""
+def lab_session():
+    """Stops the lab after the session, whichever shape it had."""
     if os.geteuid() != 0 and not os.environ.get("CI"):
         pytest.skip("the lab needs root (systemd-nspawn, network namespaces, mounts)")
-    hosts = lab.start(lab.parse_host_args(LAB_HOSTS))
-    yield hosts
+    yield
     lab.stop()
+
+
+@pytest.fixture
+def lab_hosts(lab_session):
+    """halo1 (Debian 12), halo2 (13), halo3 (12), booted (reused when already running)."""
+    return lab.ensure(lab.parse_host_args(LAB_HOSTS))
 
 
 @pytest.fixture
@@ -94,3 +107,41 @@ def assert_no_changes(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, output
     changed = {op: r for op, r in results(proc).items() if r["success"] or r["error"]}
     assert not changed, f"operations changed something on the second run: {changed}\n{output}"
+
+
+CLUSTER_HOSTS = ["halo1:12", "halo2:12", "halo3:12"]
+
+
+class Cluster:
+    """The lab cluster after deploys/full.py: its inventory, the data the run used, and that run."""
+
+    def __init__(self, hosts, inventory: str, data: dict[str, str], first_run: subprocess.CompletedProcess):
+        self.hosts, self.inventory, self.data, self.first_run = hosts, inventory, data, first_run
+
+    def run(self, deploy: str, inventory: str | None = None, **extra_data: str) -> subprocess.CompletedProcess:
+        """pyinfra <inventory> <deploy> with the cluster's data (plus extra_data)."""
+        return pyinfra(inventory or self.inventory, deploy, data={**self.data, **extra_data})
+
+
+@pytest.fixture(scope="session")
+def cluster(lab_session):
+    """Three Debian 12 lab hosts provisioned by deploys/full.py with the CPU backend.
+
+    llama.cpp comes from a local repository served on the lab bridge (tests/integration/llama_source.py).
+    """
+    from tests.integration.llama_source import TAG, llama_repo, serve
+
+    hosts = lab.ensure(lab.parse_host_args(CLUSTER_HOSTS))
+    repo = llama_repo()
+    bridge = f"{lab.SUBNET}.1"
+    server, port = serve(repo.parent, bridge)
+    data = {
+        "llama_cpp_repo": f"http://{bridge}:{port}/{repo.name}",
+        "llama_cpp_ref": TAG,
+        "llama_cpp_backend": "cpu",
+    }
+    inventory = str(lab.STATE / "inventory.py")
+    first = pyinfra(inventory, "deploys/full.py", data=data)
+    assert first.returncode == 0, f"deploys/full.py failed on the lab cluster:\n{first.stdout}\n{first.stderr}"
+    yield Cluster(hosts, inventory, data, first)
+    server.shutdown()

@@ -3,7 +3,9 @@
 Each lab host is a systemd container (``systemd-nspawn --boot``) with its own network namespace on
 the bridge ``halo-lab0`` (10.151.0.0/24, this machine is 10.151.0.1), root SSH with a key the lab
 generates, and per-host SSH host keys the lab records in a known_hosts file. Its root file system
-is an overlay on a Debian rootfs made once by debootstrap and cached under ``HALO_LAB_CACHE``.
+is its own ext4 file system on a loop device, made from a Debian rootfs that debootstrap builds once
+(cached under ``HALO_LAB_CACHE``): like a real box, / is on a block device, so grub-probe and
+update-grub work (an overlay root makes grub-probe fail), and /boot has a Debian kernel.
 The fake GPU is only what the kernel would expose: files under /var/lib/halo-lab/sysfs in the host,
 laid over /sys/class/drm, /sys/class/kfd, /sys/module/ttm, ... at boot (fake-sysfs.sh).
 
@@ -48,8 +50,10 @@ PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "python3", "sudo",
     "procps", "ca-certificates",
     "grub2-common", "grub-pc-bin",  # what a real Debian box boots with: the GRUB step edits and regenerates it
+    "linux-image-cloud-amd64",  # a kernel (and its initramfs) in /boot, so grub.cfg gets a menu entry
 ]
-ROOTFS_LAYOUT = 1  # bump when the rootfs preparation below changes
+ROOTFS_LAYOUT = 2  # bump when the rootfs preparation below changes
+ROOT_IMAGE_SIZE = "32G"  # sparse: a host's root file system only takes the space its files use
 BOOT_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 30
 
@@ -143,6 +147,9 @@ def prepare_rootfs(root: Path) -> None:
         (root / "etc/systemd/system" / unit).unlink(missing_ok=True)
         (root / "etc/systemd/system" / unit).symlink_to("/dev/null")
     (root / "etc/machine-id").write_text("")
+    # What grub-pc's postinst installs (the lab has no boot sector to install GRUB to).
+    shutil.copy(root / "usr/share/grub/default/grub", root / "etc/default/grub")
+    (root / "boot/grub").mkdir(parents=True, exist_ok=True)
     shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
     (root / "var/cache/apt/archives/partial").mkdir(parents=True)
 
@@ -217,11 +224,15 @@ def check_names(hosts: list[LabHost]) -> None:
 
 
 def prepare_host(host: LabHost, lower: Path, pubkey: str, all_hosts: list[LabHost]) -> None:
-    """Overlay root on the cached rootfs, then the per-host files: name, keys, fake GPU."""
-    for sub in ("upper", "work", "root"):
-        (host.dir / sub).mkdir(parents=True, exist_ok=True)
-    run("mount", "-t", "overlay", "overlay", "-o",
-        f"lowerdir={lower},upperdir={host.dir / 'upper'},workdir={host.dir / 'work'}", str(host.root))
+    """A root file system on a loop device made from the cached rootfs, then the per-host files."""
+    host.root.mkdir(parents=True, exist_ok=True)
+    image = host.dir / "root.ext4"
+    run("truncate", "-s", ROOT_IMAGE_SIZE, str(image))
+    run("mkfs.ext4", "-q", "-L", host.name, "-d", str(lower), str(image))
+    device = run("losetup", "--find", "--show", str(image)).stdout.strip()
+    run("mount", device, str(host.root))
+    run("losetup", "--detach", device)  # the mount keeps it; it goes away with the last unmount
+    (host.dir / "root.device").write_text(device)
     root = host.root
     (root / "etc/hostname").write_text(host.name + "\n")
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
@@ -243,11 +254,15 @@ def boot_host(host: LabHost) -> None:
     log = open(host.dir / "console.log", "ab")
     archives = CACHE / "apt-archives" / host.release  # .debs downloaded once for all hosts and runs
     (archives / "partial").mkdir(parents=True, exist_ok=True)
+    ccache = CACHE / "ccache" / host.release  # compiler cache shared by the hosts of one release
+    ccache.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
     proc = subprocess.Popen(
         ["systemd-nspawn", "--boot", f"--directory={host.root}", f"--machine={host.name}",
          f"--hostname={host.name}", "--register=no", "--keep-unit", "--console=read-only",
-         f"--network-namespace-path=/run/netns/{host.netns}", f"--bind={archives}:/var/cache/apt/archives"],
+         f"--network-namespace-path=/run/netns/{host.netns}", f"--bind={archives}:/var/cache/apt/archives",
+         f"--bind={ccache}:/root/.cache/ccache",
+         f"--bind={(host.dir / 'root.device').read_text()}"],  # grub-probe resolves / to it
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     (host.dir / "nspawn.pid").write_text(str(proc.pid))
@@ -480,3 +495,13 @@ def set_gpu(name: str, gpu: GpuProfile) -> None:
     host.gpu = gpu
     data = json.loads((host.dir / "host.json").read_text())
     (host.dir / "host.json").write_text(json.dumps({**data, "gpu": asdict(gpu)}, indent=1))
+
+
+def ensure(hosts: list[LabHost]) -> list[LabHost]:
+    """The running lab when it has exactly these hosts (names, releases) alive; else start them."""
+    running = load_hosts()
+    if [(h.name, h.release) for h in running] == [(h.name, h.release) for h in hosts] and all(
+        is_alive(h) for h in running
+    ):
+        return running
+    return start(hosts)
