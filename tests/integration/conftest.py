@@ -109,9 +109,6 @@ def assert_no_changes(proc: subprocess.CompletedProcess) -> None:
     assert not changed, f"operations changed something on the second run: {changed}\n{output}"
 
 
-CLUSTER_HOSTS = ["halo1:12", "halo2:12", "halo3:12"]
-
-
 class Cluster:
     """The lab cluster after deploys/full.py: its inventory, the data the run used, and that run."""
 
@@ -127,21 +124,13 @@ class Cluster:
 def cluster(lab_session):
     """Three Debian 12 lab hosts provisioned by deploys/full.py with the CPU backend.
 
-    llama.cpp comes from a local repository served on the lab bridge (tests/integration/llama_source.py).
+    The llama.cpp source (and the model) are served on the lab bridge (tests/lab/cluster.py).
     """
-    from tests.integration.llama_source import TAG, llama_repo, serve
+    from tests.lab.cluster import HOSTS, cluster_inputs
 
-    hosts = lab.ensure(lab.parse_host_args(CLUSTER_HOSTS))
-    repo = llama_repo()
-    bridge = f"{lab.SUBNET}.1"
-    server, port = serve(repo.parent, bridge)
-    data = {
-        "llama_cpp_repo": f"http://{bridge}:{port}/{repo.name}",
-        "llama_cpp_ref": TAG,
-        "llama_cpp_backend": "cpu",
-    }
+    hosts = lab.ensure(lab.parse_host_args(HOSTS))
     inventory = str(lab.STATE / "inventory.py")
-    first = pyinfra(inventory, "deploys/full.py", data=data)
-    assert first.returncode == 0, f"deploys/full.py failed on the lab cluster:\n{first.stdout}\n{first.stderr}"
-    yield Cluster(hosts, inventory, data, first)
-    server.shutdown()
+    with cluster_inputs() as data:
+        first = pyinfra(inventory, "deploys/full.py", data=data)
+        assert first.returncode == 0, f"deploys/full.py failed on the lab cluster:\n{first.stdout}\n{first.stderr}"
+        yield Cluster(hosts, inventory, data, first)

@@ -1,0 +1,34 @@
+"""What a lab cluster needs from outside, made locally and served on the lab bridge.
+
+    with cluster_inputs() as data:      # llama.cpp repo (and the tiny model) over HTTP on the bridge
+        pyinfra(inventory, "deploys/full.py", data=data)
+
+The data sets the CPU backend (no GPU here) and points every URL at the bridge, so nothing reaches
+the internet: the llama.cpp source is the tree vendored by a PyPI package (llama_source.py).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from tests.lab import lab
+from tests.lab.llama_source import TAG, llama_repo, serve
+
+HOSTS = ["halo1:12", "halo2:12", "halo3:12"]  # one distro: llama.cpp is built once and copied
+
+
+@contextmanager
+def cluster_inputs():
+    """Serve the inputs for the duration of the block; yields the pyinfra --data for the cluster."""
+    repo = llama_repo()
+    bridge = f"{lab.SUBNET}.1"
+    server, port = serve(repo.parent, bridge)
+    try:
+        yield {
+            "llama_cpp_repo": f"http://{bridge}:{port}/{repo.name}",
+            "llama_cpp_ref": TAG,
+            "llama_cpp_backend": "cpu",
+        }
+    finally:
+        server.shutdown()
+        server.server_close()

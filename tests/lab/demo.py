@@ -1,0 +1,47 @@
+"""The main job on the built-in lab: boot three hosts, provision them with deploys/full.py, verify.
+
+    python -m tests.lab.demo        # (scripts/demo runs this after setup)
+
+Three Debian 12 lab hosts with a fake Strix Halo GPU (halo1 head and worker, halo2 and halo3 workers)
+are provisioned through pyinfra over SSH exactly as real boxes would be, with the CPU backend and
+the llama.cpp source and model served on the lab bridge. Then deploys/verify.py prints the verified
+result. The lab keeps running; `python -m tests.lab stop` ends it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.lab import lab
+from tests.lab.cluster import HOSTS, cluster_inputs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pyinfra(inventory: str, deploy: str, data: dict[str, str]) -> int:
+    cmd = [sys.executable, "-m", "pyinfra", "-y", inventory, deploy]
+    for key, value in data.items():
+        cmd += ["--data", f"{key}={value}"]
+    print(f"\n$ pyinfra {Path(inventory).name} {deploy} " + " ".join(f"--data {k}=..." for k in data), flush=True)
+    return subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
+
+
+def main() -> int:
+    hosts = lab.ensure(lab.parse_host_args(HOSTS))
+    for host in hosts:
+        print(f"lab host {host.name}\t{host.address}\tDebian {host.release}")
+    inventory = str(lab.STATE / "inventory.py")
+    with cluster_inputs() as data:
+        if pyinfra(inventory, "deploys/full.py", data) != 0:
+            print("demo: deploys/full.py failed (see above)", file=sys.stderr)
+            return 1
+        status = pyinfra(inventory, "deploys/verify.py", data)
+    print(f"\nThe lab keeps running: ssh -F {lab.STATE / 'ssh_config'} halo1;  stop it: python -m tests.lab stop")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
