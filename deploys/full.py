@@ -12,6 +12,7 @@ from deploys.firmware import check_firmware
 from deploys.groups import gpu_groups
 from deploys.kernel import check_kernel
 from deploys.llama_cpp import llama_cpp
+from deploys.rocm import install_rocm
 from deploys.settings import settings
 from deploys.verify import verify_host
 
@@ -19,7 +20,8 @@ STEPS = [
     check_kernel,
     check_firmware,
     gpu_groups,
-    # grub and rocm come here
+    # grub comes here
+    install_rocm,
     llama_cpp,
     # rpc_worker and head come here
     verify_host,

@@ -71,6 +71,7 @@ PREFIXES = (
     "vram_",
     "iommu_",
     "gpu_",
+    "rocm_",
     "rpc_",
     "head_",
 )
@@ -119,6 +120,19 @@ def _check_date(value: int) -> int:
     return value
 
 
+_ROCM_VERSION_RE = r"^[0-9]+\.[0-9]+(\.[0-9]+)?$"
+_HTTP_URL_RE = r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[^\s'\"]*)?$"
+_SHA256_RE = r"^[0-9A-Fa-f]{64}$"
+_PACKAGE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9+._-]*$"
+
+
+def _check_not_dkms(value: str) -> str:
+    # amdgpu-dkms-firmware has shipped the MES 0x83 that hangs gfx1151; the in-kernel driver is enough.
+    if value.lower().startswith("amdgpu-dkms"):
+        raise ValueError("amdgpu-dkms is never installed")
+    return value
+
+
 def _address_input(value: Any) -> Any:
     # pydantic would also turn ints and bytes into addresses: only accept text.
     if value is None or isinstance(value, (str, ipaddress.IPv4Address, ipaddress.IPv6Address)):
@@ -140,6 +154,7 @@ BindAddress = Annotated[
 ]
 GpuTarget = Annotated[str, Strict(), StringConstraints(pattern=_GPU_TARGET_RE)]
 UserName = Annotated[str, Strict(), StringConstraints(pattern=_USER_NAME_RE)]
+HttpUrl = Annotated[str, Strict(), StringConstraints(pattern=_HTTP_URL_RE)]
 
 # What is valid, per variable: the tail of "... is invalid: expected <this>."
 VALID: dict[str, str] = {
@@ -167,6 +182,23 @@ VALID: dict[str, str] = {
         "e.g. '10.151.0.12', or None on hosts that are not in group rpc_workers"
     ),
     "rpc_allow_any_address": "True or False",
+    "rocm_source": (
+        "one of 'distro' (Fedora's or Debian 13's own packages), 'amd-repo' (AMD's apt repository, "
+        "Ubuntu and Debian) or 'therock' (a TheRock tarball from rocm_tarball_url)"
+    ),
+    "rocm_version": "a ROCm release such as '7.1.1' (two or three numbers separated by dots)",
+    "rocm_repo_url": "an http:// or https:// URL such as 'https://repo.radeon.com/rocm/apt'",
+    "rocm_repo_key_url": "an http:// or https:// URL such as 'https://repo.radeon.com/rocm/rocm.gpg.key'",
+    "rocm_tarball_url": (
+        "an http:// or https:// URL of a TheRock tarball, or None (required when rocm_source is 'therock')"
+    ),
+    "rocm_tarball_sha256": (
+        "the sha256 of the tarball as 64 hex digits, or None (required when rocm_source is 'therock')"
+    ),
+    "rocm_packages_extra": (
+        "a list of package names such as ['rocm-smi'] (never amdgpu-dkms or its firmware: "
+        "its firmware package has shipped the MES 0x83 that hangs gfx1151)"
+    ),
     "head_port": "a TCP port number from 1 to 65535",
     "head_bind_address": (
         "an IPv4 or IPv6 address (not a host name), or None for the host's rpc_bind_address "
@@ -202,6 +234,19 @@ class Settings(BaseModel):
     rpc_bind_address: BindAddress = None
     rpc_allow_any_address: Annotated[bool, Strict()] = False
 
+    # ROCm (deploys/rocm.py)
+    rocm_source: Literal["distro", "amd-repo", "therock"] = "distro"
+    rocm_version: Annotated[str, Strict(), StringConstraints(pattern=_ROCM_VERSION_RE)] = "7.1.1"
+    rocm_repo_url: HttpUrl = "https://repo.radeon.com/rocm/apt"
+    rocm_repo_key_url: HttpUrl = "https://repo.radeon.com/rocm/rocm.gpg.key"
+    rocm_tarball_url: HttpUrl | None = None
+    rocm_tarball_sha256: (
+        Annotated[str, Strict(), StringConstraints(pattern=_SHA256_RE), AfterValidator(str.lower)] | None
+    ) = None
+    rocm_packages_extra: list[
+        Annotated[str, Strict(), StringConstraints(pattern=_PACKAGE_NAME_RE), AfterValidator(_check_not_dkms)]
+    ] = []
+
     # llama-server (head)
     head_port: Port = 8080
     head_bind_address: BindAddress = None
@@ -235,6 +280,14 @@ class Settings(BaseModel):
                         "or set rpc_allow_any_address = True to accept the risk",
                     )
                 )
+        if self.rocm_source == "therock":
+            needs = {
+                "rocm_tarball_url": "the http:// or https:// URL of the TheRock tarball to install",
+                "rocm_tarball_sha256": "the tarball's sha256 (64 hex digits), checked before it is unpacked",
+            }
+            for variable, expected in needs.items():
+                if getattr(self, variable) is None:
+                    issues.append((variable, f"rocm_source is 'therock'; expected {expected}"))
         if issues:
             raise PydanticCustomError(
                 "halo_cross_field",

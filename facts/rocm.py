@@ -7,11 +7,16 @@ Usage::
 
     rocm = host.get_fact(RocmVersion)  # "7.1.1" or None
     if rocm and Version(rocm) >= Version("7.0"): ...
+
+    from facts.rocm import KeyringDigests
+    keys = host.get_fact(KeyringDigests, url=key_url, path="/etc/apt/keyrings/rocm.gpg")
+    current = keys["url"] is not None and keys["url"] == keys["path"]
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 
 from packaging.version import Version
 from pyinfra.api import FactBase
@@ -70,3 +75,42 @@ class RocmVersion(FactBase[str | None]):
         packages = installed_packages(output)
         candidates += [rocm_version(packages.get(name)) for name in _PACKAGES]
         return next(filter(None, candidates), None)
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class KeyringDigests(FactBase[dict]):
+    """
+    sha256 of the ASCII-armoured OpenPGP key at ``url`` after ``gpg --dearmor`` (fetched with
+    curl; ``None`` when it cannot be fetched or dearmored) and of the binary keyring at ``path``
+    (``None`` when absent). Equal digests: the keyring holds exactly that key. The command
+    prints ``url <sha256>`` and ``path <sha256>`` lines.
+
+    .. code:: python
+
+        {"url": "9f2c...", "path": "9f2c..."}
+
+    Default (neither readable): ``{"url": None, "path": None}``.
+    """
+
+    @staticmethod
+    def default() -> dict:
+        return {"url": None, "path": None}
+
+    def command(self, url: str, path: str) -> str:
+        url, path = shlex.quote(url), shlex.quote(path)
+        return (
+            't=$(mktemp) && { curl -sSLf ' + url + ' 2>/dev/null | gpg --dearmor > "$t" 2>/dev/null; '
+            '[ -s "$t" ] && echo "url $(sha256sum < "$t")"; rm -f "$t"; }; '
+            f'[ -f {path} ] && echo "path $(sha256sum < {path})"; '
+            "true"
+        )
+
+    def process(self, output: list[str]) -> dict:
+        digests = self.default()
+        for line in output:
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] in digests and _SHA256.match(fields[1]):
+                digests[fields[0]] = fields[1]
+        return digests

@@ -32,6 +32,22 @@ gpu_targets = ["gfx1151"]
 # Users added to the render and video groups so they can use the GPU.
 gpu_users = []
 
+# --- ROCm (deploys/rocm.py; never amdgpu-dkms) ---
+# Where ROCm comes from: "distro" (Fedora, Debian 13), "amd-repo" (AMD's apt repo) or "therock" (tarball).
+rocm_source = "distro"
+# ROCm release for amd-repo (the repository's version directory) and therock (/opt/rocm-<version>).
+rocm_version = "7.1.1"
+# Base URL of AMD's apt repository; rocm_version is appended.
+rocm_repo_url = "https://repo.radeon.com/rocm/apt"
+# ASCII-armoured signing key of that repository, dearmored into /etc/apt/keyrings/rocm.gpg.
+rocm_repo_key_url = "https://repo.radeon.com/rocm/rocm.gpg.key"
+# TheRock tarball to install when rocm_source is "therock".
+rocm_tarball_url = None
+# sha256 of that tarball, checked before it is unpacked (required with "therock").
+rocm_tarball_sha256 = None
+# More packages installed with ROCm, e.g. ["rocm-smi"].
+rocm_packages_extra = []
+
 # --- llama.cpp RPC server (hosts in group rpc_workers) ---
 # TCP port of the RPC server.
 rpc_port = 50052

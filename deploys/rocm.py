@@ -1,0 +1,243 @@
+"""Install ROCm: what building llama.cpp with HIP needs (hipcc/clang, HIP, hipBLAS, rocBLAS, rocminfo).
+
+    pyinfra inventories/lab.py deploys/rocm.py
+    pyinfra inventories/lab.py deploys/rocm.py --data rocm_source=amd-repo
+
+`rocm_source` says where ROCm comes from:
+
+- ``distro``: the distribution's own packages (Fedora; Debian 13 and newer). Not on Ubuntu: its
+  archive carries Debian's ROCm 5.x packaging, whose rocBLAS has no gfx1151 kernels.
+- ``amd-repo``: AMD's apt repository (Ubuntu 22.04/24.04; Debian 12/13 use AMD's Ubuntu suites):
+  the signing key dearmored into /etc/apt/keyrings/rocm.gpg, the deb822 source
+  /etc/apt/sources.list.d/rocm.sources for `rocm_version` with Signed-By, a pin of 600 for the
+  repository's host in /etc/apt/preferences.d/rocm-pin-600, then the packages.
+- ``therock``: the tarball at `rocm_tarball_url`, downloaded once and checked against
+  `rocm_tarball_sha256` before anything is unpacked into /opt/rocm-<version>; /opt/rocm points at it.
+
+amdgpu-dkms and its firmware are never installed: Strix Halo runs on the in-kernel amdgpu driver,
+and the DKMS firmware package has shipped the bad MES firmware 0x83 that hangs gfx1151. With
+``amd-repo`` the pin file also blocks both packages (priority -1) in case something depends on them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from io import StringIO
+from urllib.parse import urlsplit
+
+from pyinfra import host
+from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.facts.files import FileContents
+from pyinfra.facts.server import LinuxDistribution
+from pyinfra.operations import apt, dnf, files
+from pyinfra.operations.util import any_changed
+
+from deploys.common import fail_host, warn
+from deploys.settings import Settings, settings
+from facts.rocm import KeyringDigests
+
+# The packages llama.cpp's HIP build needs, per (rocm_source, distro ID). Debian's names were
+# checked with apt-cache on Debian 13; AMD's are the names in its apt repository.
+AMD_PACKAGES = ["rocm-hip-runtime", "rocm-hip-runtime-dev", "hipcc", "hipblas-dev", "rocblas-dev", "rocminfo"]
+ROCM_PACKAGES: dict[tuple[str, str], list[str]] = {
+    ("distro", "fedora"): ["rocm-hip-devel", "hipcc", "hipblas-devel", "rocblas-devel", "rocminfo"],
+    ("distro", "debian"): ["hipcc", "libamdhip64-dev", "libhipblas-dev", "librocblas-dev", "rocminfo"],
+    ("amd-repo", "ubuntu"): AMD_PACKAGES,
+    ("amd-repo", "debian"): AMD_PACKAGES,
+    ("therock", "fedora"): [],
+    ("therock", "debian"): [],
+    ("therock", "ubuntu"): [],
+}
+# Tools this step runs on the host itself.
+TOOLS = {"amd-repo": ["curl", "ca-certificates", "gpg"], "therock": ["curl", "ca-certificates", "tar"]}
+# AMD's apt suite per (distro ID, major version): Debian uses the Ubuntu suite AMD builds for it.
+AMD_SUITES = {("ubuntu", 22): "jammy", ("ubuntu", 24): "noble", ("debian", 12): "jammy", ("debian", 13): "noble"}
+DEBIAN_MIN_DISTRO = 13  # Debian 12 has only HIP 5.2, no hipBLAS or rocBLAS
+
+KEYRING = "/etc/apt/keyrings/rocm.gpg"
+SOURCES = "/etc/apt/sources.list.d/rocm.sources"
+PIN = "/etc/apt/preferences.d/rocm-pin-600"
+STAMP = ".halo-tarball-sha256"  # in /opt/rocm-<version>: the sha256 of the tarball unpacked there
+APT_CACHE_S = 24 * 3600
+
+
+class Unsupported(Exception):
+    """This rocm_source does not work on this distribution; the message says why and what to use."""
+
+
+def rocm_packages(source: str, distro: str, major: int | None) -> list[str]:
+    """The ROCm packages of `source` on a distro (ID, major version), or Unsupported with a fix.
+
+    >>> rocm_packages("distro", "debian", 13)[:2]
+    ['hipcc', 'libamdhip64-dev']
+    """
+    if source == "distro" and distro == "ubuntu":
+        raise Unsupported(
+            "Ubuntu's archive carries Debian's ROCm 5.x packaging (HIP 5.7, rocBLAS 5.5 built only for "
+            "GPUs up to gfx1102, no kernels for the gfx1151 of Strix Halo); set rocm_source = 'amd-repo' "
+            "to use AMD's apt repository"
+        )
+    if source == "distro" and distro == "debian" and (major or 0) < DEBIAN_MIN_DISTRO:
+        raise Unsupported(
+            f"Debian {major}'s archive has no hipBLAS or rocBLAS (Debian 13 is the first with them); "
+            "set rocm_source = 'amd-repo' (AMD's apt repository) or 'therock'"
+        )
+    if source == "amd-repo" and (distro, major) not in AMD_SUITES:
+        supported = ", ".join(f"{d.capitalize()} {m}" for d, m in AMD_SUITES)
+        raise Unsupported(
+            f"AMD's apt repository has suites for {supported}, not {distro} {major}; "
+            "use rocm_source = 'distro' on Fedora, or 'therock'"
+        )
+    packages = ROCM_PACKAGES.get((source, distro))
+    if packages is None:
+        raise Unsupported(f"no way to install ROCm from {source!r} on {distro} {major} is known; use 'therock'")
+    return list(packages)
+
+
+def deb822_source(repo_url: str, version: str, suite: str) -> str:
+    """/etc/apt/sources.list.d/rocm.sources: AMD's repository for one ROCm release, signed by KEYRING."""
+    return (
+        "# ROCm from AMD's apt repository (written by halo-provision deploys/rocm.py)\n"
+        "Types: deb\n"
+        f"URIs: {repo_url.rstrip('/')}/{version}\n"
+        f"Suites: {suite}\n"
+        "Components: main\n"
+        "Architectures: amd64\n"
+        f"Signed-By: {KEYRING}\n"
+    )
+
+
+def apt_pin(repo_url: str) -> str:
+    """/etc/apt/preferences.d/rocm-pin-600: prefer the repository's ROCm, never amdgpu-dkms."""
+    site = urlsplit(repo_url).hostname
+    return (
+        "# Prefer ROCm from AMD's repository over the distribution's older packages of the same names\n"
+        "Package: *\n"
+        f"Pin: origin {site}\n"
+        "Pin-Priority: 600\n"
+        "\n"
+        "# Never amdgpu-dkms or its firmware: the firmware package has shipped the MES 0x83 that hangs gfx1151\n"
+        "Package: amdgpu-dkms amdgpu-dkms-firmware\n"
+        "Pin: release *\n"
+        "Pin-Priority: -1\n"
+    )
+
+
+def opt_dir(version: str) -> str:
+    """/opt/rocm-<major.minor.patch>, as AMD names it: '7.2' -> '/opt/rocm-7.2.0'."""
+    parts = version.split(".")
+    return "/opt/rocm-" + ".".join(parts + ["0"] * (3 - len(parts)))
+
+
+def tarball_script(url: str, sha256: str, dest: str) -> str:
+    """Download the tarball next to `dest`, check its sha256, unpack it, then move it into place."""
+    return f"""set -euo pipefail
+dest={shlex.quote(dest)} url={shlex.quote(url)} want={sha256}
+if [ -e "$dest" ] && [ ! -f "$dest/{STAMP}" ]; then
+    echo "$dest exists but was not unpacked from a tarball by this step (ROCm packages?): remove it or use another rocm_version" >&2
+    exit 1
+fi
+mkdir -p "$(dirname "$dest")"
+work=$(mktemp -d "$dest.partial.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+curl -sSLf --retry 3 -o "$work/rocm.tar" "$url"
+got=$(sha256sum "$work/rocm.tar" | cut -d' ' -f1)
+if [ "$got" != "$want" ]; then
+    echo "rocm_tarball_sha256 mismatch: $url has sha256 $got, expected $want; nothing was unpacked" >&2
+    exit 1
+fi
+mkdir "$work/root"
+tar -xf "$work/rocm.tar" -C "$work/root"
+rm "$work/rocm.tar"
+echo "$want" > "$work/root/{STAMP}"
+rm -rf "$dest"
+mv "$work/root" "$dest"
+"""
+
+
+@operation()
+def dearmored_key(url: str, path: str):
+    """Install the ASCII-armoured key at `url` as the binary keyring `path` (for Signed-By)."""
+    digests = host.get_fact(KeyringDigests, url=url, path=path)
+    if digests["url"] is not None and digests["url"] == digests["path"]:
+        host.noop(f"{path} holds the key from {url}")
+        return
+    script = (
+        f"set -euo pipefail; install -d -m 0755 {shlex.quote(path.rsplit('/', 1)[0])}; "
+        f"curl -sSLf {shlex.quote(url)} | gpg --dearmor > {shlex.quote(path)}.new; "
+        f"chmod 0644 {shlex.quote(path)}.new; mv {shlex.quote(path)}.new {shlex.quote(path)}"
+    )
+    yield StringCommand("bash", "-c", shlex.quote(script))
+
+
+@operation()
+def unpacked_tarball(url: str, sha256: str, dest: str):
+    """Unpack the tarball at `url` into `dest` unless `dest` already holds the one with `sha256`."""
+    stamp = host.get_fact(FileContents, path=f"{dest}/{STAMP}")
+    if stamp and stamp[0].strip() == sha256:
+        host.noop(f"{dest} holds the tarball with sha256 {sha256[:12]}...")
+        return
+    yield StringCommand("bash", "-c", shlex.quote(tarball_script(url, sha256, dest)))
+
+
+def install_packages(name: str, distro: str, packages: list[str]) -> None:
+    """dnf on Fedora, else apt (lists refreshed when older than a day)."""
+    if not packages:
+        return
+    if distro == "fedora":
+        dnf.packages(name=name, packages=packages)
+    else:
+        apt.packages(name=name, packages=packages, update=True, cache_time=APT_CACHE_S)
+
+
+def amd_repo(s: Settings, suite: str) -> None:
+    """AMD's apt repository: keyring, deb822 source, pin; apt lists refreshed when one changed."""
+    key = dearmored_key(name="Install AMD's ROCm signing key as a keyring", url=s.rocm_repo_key_url, path=KEYRING)
+    source = files.put(
+        name="Add AMD's ROCm apt repository",
+        src=StringIO(deb822_source(s.rocm_repo_url, s.rocm_version, suite)),
+        dest=SOURCES,
+        mode="644",
+    )
+    pin = files.put(
+        name="Pin AMD's ROCm repository to priority 600", src=StringIO(apt_pin(s.rocm_repo_url)), dest=PIN, mode="644"
+    )
+    apt.update(name="Update apt lists for the ROCm repository", _if=any_changed(key, source, pin))
+
+
+def distro_of(facts: dict) -> tuple[str, int | None]:
+    """(lower-case distro ID, major version) from pyinfra's LinuxDistribution fact."""
+    meta = facts.get("release_meta") or {}
+    return str(meta.get("ID") or facts.get("name") or "").lower(), facts.get("major")
+
+
+@deploy("Install ROCm")
+def install_rocm() -> None:
+    s = settings(host)
+    distro, major = distro_of(host.get_fact(LinuxDistribution) or {})
+    try:
+        packages = rocm_packages(s.rocm_source, distro, major)
+    except Unsupported as e:
+        fail_host(f"Fail: ROCm from {s.rocm_source!r} does not work here", f"rocm_source = {s.rocm_source!r}: {e}")
+        return
+    if s.rocm_source == "distro" and (distro, major) == ("debian", 13) and "gfx1151" in s.gpu_targets:
+        warn(
+            "Debian 13's rocBLAS 5.5 has no gfx1151 kernels (built for GPUs up to gfx1102): llama.cpp builds, but "
+            "its hipBLAS path fails on Strix Halo; rocm_source = 'therock' or 'amd-repo' gives a ROCm 7 for gfx1151"
+        )
+    tools = TOOLS.get(s.rocm_source, [])
+    install_packages(f"Install {', '.join(tools)} for this step", distro, tools)
+    if s.rocm_source == "amd-repo":
+        amd_repo(s, AMD_SUITES[(distro, major)])
+    elif s.rocm_source == "therock":
+        dest = opt_dir(s.rocm_version)
+        unpacked_tarball(
+            name=f"Install the ROCm tarball into {dest}", url=s.rocm_tarball_url, sha256=s.rocm_tarball_sha256, dest=dest
+        )
+        files.link(name=f"Point /opt/rocm at {dest}", path="/opt/rocm", target=dest)
+    wanted = packages + s.rocm_packages_extra
+    install_packages(f"Install ROCm packages: {', '.join(wanted)}", distro, wanted)
+
+
+if __name__ in ("builtins", "__main__"):
+    install_rocm()
