@@ -47,6 +47,15 @@ BASE_FLAGS = [
     "-DLLAMA_OPENSSL=OFF",
     "-DLLAMA_USE_PREBUILT_UI=OFF",  # the configure step would download the web UI otherwise
 ]
+# What a host needs to run a build it did not compile (ROCm itself comes from deploys/rocm.py).
+RUNTIME_PACKAGES = {
+    ("apt", "cpu"): ["libgomp1"],
+    ("apt", "vulkan"): ["libgomp1", "libvulkan1", "mesa-vulkan-drivers"],
+    ("apt", "hip"): ["libgomp1"],
+    ("dnf", "cpu"): ["libgomp"],
+    ("dnf", "vulkan"): ["libgomp", "vulkan-loader", "mesa-vulkan-drivers"],
+    ("dnf", "hip"): ["libgomp"],
+}
 ARTIFACTS = Path.home() / ".cache" / "halo-provision" / "llama.cpp"  # copies on the pyinfra machine
 
 
@@ -97,6 +106,7 @@ if [ ! -d "$prefix/src/.git" ]; then
     mv "$prefix/src.tmp" "$prefix/src"
 fi
 cd "$prefix/src"
+git remote set-url origin {q(s.llama_cpp_repo)}
 if ! commit=$(git rev-parse --verify --quiet "$ref^{{commit}}"); then
     git fetch --quiet --tags origin || true
     git fetch --quiet origin "$ref" 2>/dev/null || true
@@ -175,71 +185,85 @@ class Plan:
     builder: str
     wanted_commit: str | None  # None: the build host does not know the ref yet (first run)
     up_to_date: set[str] = field(default_factory=set)
+    members: list[str] = field(default_factory=list)
+
+    @property
+    def artifact(self) -> Path:
+        return ARTIFACTS / f"{self.key}-{self.wanted_commit or 'new'}.tar"
+
+    def waiting(self) -> list[str]:
+        """Hosts of the group that take a copy of the builder's build."""
+        return [n for n in self.members if n != self.builder and n not in self.up_to_date]
 
 
-def host_key(distro: dict, s: Settings, flags: list[str]) -> str:
+def package_family(distro: dict) -> str:
+    meta = distro.get("release_meta") or {}
+    ids = {meta.get("ID", "")} | set(meta.get("ID_LIKE", "").split())
+    return "dnf" if ids & {"fedora", "rhel", "centos"} else "apt"
+
+
+def host_key(distro: dict, flags: list[str]) -> str:
     meta = distro.get("release_meta") or {}
     return f"{meta.get('ID', distro.get('name'))}-{meta.get('VERSION_ID', distro.get('major'))}-{flags_hash(flags)}"
 
 
-def plan_for(state, s: Settings, flags: list[str]) -> dict[str, Plan]:
-    """Plan the builds of all hosts once per run (each fact read once per host), cached on the state."""
+def plan_builds(state) -> dict[str, tuple[Plan, str]]:
+    """{host: (its group's plan, its package family)}, made once per run from each host's facts."""
     cached = getattr(state, "_halo_llama_cpp_plans", None)
     if cached is not None:
         return cached
-    groups: dict[str, list] = {}
-    installs = {}
-    for other in state.inventory.get_active_hosts():
-        os = settings(other)
-        other_flags = cmake_flags(os)
-        key = host_key(other.get_fact(LinuxDistribution), os, other_flags)
-        groups.setdefault(key, []).append(other)
-        installs[other.name] = (other.get_fact(LlamaCppInstall, prefix=os.llama_cpp_prefix, ref=os.llama_cpp_ref),
-                                os, other_flags)
-    plans: dict[str, Plan] = {}
-    for key, members in groups.items():
-        per_host = {}
-        for member in members:
-            info, os, member_flags = installs[member.name]
-            wanted = os.llama_cpp_ref if is_commit(os.llama_cpp_ref) else info["ref_commit"]
-            current = info["current"]
-            fresh = bool(wanted and current and current["commit"] == wanted and current["flags"] == member_flags)
-            per_host[member.name] = (wanted, fresh, os.llama_cpp_build_once)
-        builder = members[0].name
-        plan = Plan(key, builder, per_host[builder][0])
-        for name, (wanted, fresh, once) in per_host.items():
-            if fresh and (name == builder or not once or wanted == plan.wanted_commit):
-                plan.up_to_date.add(name)
-            plans[name] = plan if once else Plan(key, name, wanted, {name} if fresh else set())
+    active = set(state.inventory.get_active_hosts())
+    seen: dict[str, dict] = {}
+    for other in (h for h in state.inventory if h in active):  # inventory order: the first host builds
+        s = settings(other)
+        flags = cmake_flags(s)
+        distro = other.get_fact(LinuxDistribution)
+        info = other.get_fact(LlamaCppInstall, prefix=s.llama_cpp_prefix, ref=s.llama_cpp_ref)
+        seen[other.name] = {"key": host_key(distro, flags), "family": package_family(distro), "flags": flags,
+                            "wanted": s.llama_cpp_ref if is_commit(s.llama_cpp_ref) else info["ref_commit"],
+                            "current": info["current"], "once": s.llama_cpp_build_once}
+    plans: dict[str, tuple[Plan, str]] = {}
+    groups: dict[str, Plan] = {}
+    for name, h in seen.items():
+        if h["once"] and h["key"] in groups:  # a copy: up to date when it has the builder's commit
+            plan = groups[h["key"]]
+            plan.members.append(name)
+        else:  # a builder: up to date when its clone's commit for the ref is the one it serves
+            plan = Plan(h["key"], name, h["wanted"], members=[name])
+            if h["once"]:
+                groups[h["key"]] = plan
+        current = h["current"]
+        if plan.wanted_commit and current and current["commit"] == plan.wanted_commit \
+                and current["flags"] == h["flags"]:
+            plan.up_to_date.add(name)
+        plans[name] = (plan, h["family"])
     state._halo_llama_cpp_plans = plans
     return plans
 
 
 @deploy("Build llama.cpp")
 def llama_cpp() -> None:
+    """Every host calls every operation in the same order (pyinfra runs them host by host in step);
+    `_if` keeps each to the hosts it concerns."""
     s = settings(host)
     flags = cmake_flags(s)
-    distro = host.get_fact(LinuxDistribution)
-    family = "dnf" if (distro.get("release_meta") or {}).get("ID") in ("fedora", "rhel", "centos") else "apt"
-    plan = plan_for(host.state, s, flags)[host.name]
-    artifact = ARTIFACTS / f"{plan.key}-{plan.wanted_commit or 'latest'}.tar"
-    peers_waiting = [n for n, p in plan_for(host.state, s, flags).items()
-                     if p is plan and n != plan.builder and n not in plan.up_to_date]
-    if plan.builder == host.name:
-        if host.name not in plan.up_to_date:
-            packages = BUILD_PACKAGES[(family, "cpu")] + BUILD_PACKAGES[(family, s.llama_cpp_backend)]
-            if family == "apt":
-                apt.packages(name="Install the llama.cpp build tools", packages=packages, update=True,
-                             cache_time=86400)
-            else:
-                dnf.packages(name="Install the llama.cpp build tools", packages=packages)
-            build(name=f"Build llama.cpp {s.llama_cpp_ref} ({s.llama_cpp_backend})", s=s, flags=flags,
-                  jobs=s.llama_cpp_build_jobs)
-        if peers_waiting:
-            pack(name="Fetch the build for the other hosts", prefix=s.llama_cpp_prefix, artifact=artifact)
-    elif host.name not in plan.up_to_date:
-        unpack(name=f"Install the llama.cpp build of {plan.builder}", prefix=s.llama_cpp_prefix,
-               artifact=artifact, builder=plan.builder)
+    plan, family = plan_builds(host.state)[host.name]
+    builds_here = plan.builder == host.name and host.name not in plan.up_to_date
+    copies_here = plan.builder != host.name and host.name not in plan.up_to_date
+    runtime = RUNTIME_PACKAGES[(family, s.llama_cpp_backend)]
+    tools = BUILD_PACKAGES[(family, "cpu")] + BUILD_PACKAGES[(family, s.llama_cpp_backend)]
+    packages = runtime + (tools if builds_here else [])
+    if family == "apt":
+        apt.packages(name="Install what llama.cpp needs to build and run", packages=packages,
+                     update=builds_here, cache_time=86400)
+    else:
+        dnf.packages(name="Install what llama.cpp needs to build and run", packages=packages)
+    build(name=f"Build llama.cpp {s.llama_cpp_ref} ({s.llama_cpp_backend})", s=s, flags=flags,
+          jobs=s.llama_cpp_build_jobs, _if=lambda: builds_here)
+    pack(name="Fetch the build for the other hosts", prefix=s.llama_cpp_prefix, artifact=plan.artifact,
+         _if=lambda: plan.builder == host.name and bool(plan.waiting()))
+    unpack(name=f"Install the llama.cpp build of {plan.builder}", prefix=s.llama_cpp_prefix,
+           artifact=plan.artifact, builder=plan.builder, _if=lambda: copies_here)
 
 
 if __name__ in ("builtins", "__main__"):
