@@ -2,27 +2,43 @@
 
     pyinfra inventories/lab.py deploys/verify.py
 
-Each row is one subject (GPU, GTT, VRAM carve-out, TTM limit, kernel, firmware, IOMMU, ROCm) with
-the value read and a verdict. A FAIL row stops that host with its explanation and the fix; a WARN
-row is printed and does not fail. Nothing is changed on the hosts.
+Each row is one subject (GPU, GTT, VRAM carve-out, TTM limit, kernel, firmware, IOMMU, ROCm,
+llama.cpp) with the value read and a verdict. A FAIL row stops that host with its explanation and
+the fix; a WARN row is printed and does not fail. Nothing is changed on the hosts.
+
+After the last host, a summary has one line per host (GTT, carve-out, pages_limit, kernel,
+firmware, ROCm, llama.cpp build, PASS/FAIL). To keep it, name a file: `.md` gets Markdown,
+anything else JSON (an environment variable, as the report is one file for the whole run):
+
+    HALO_VERIFY_REPORT=verify.md pyinfra inventories/lab.py deploys/verify.py
+
+The verify suite (`pytest --hosts=... tests/verify`) reads the same facts through testinfra and
+judges them with the same functions: `read_facts(s, get_fact)`, `judge`, `same_build_row`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from packaging.version import Version
-from pyinfra import host, logger
+from pyinfra import host, logger, state
 from pyinfra.api import deploy
 from pyinfra.facts.server import LinuxDistribution
 
 from deploys.checks import Row, distro_id, firmware_rows, kernel_row
 from deploys.common import fail_host
-from deploys.settings import GIB, TTM_PAGES_PER_GIB, Settings, settings
+from deploys.llama_cpp import cmake_flags
+from deploys.settings import GIB, HEAD_GROUP, TTM_PAGES_PER_GIB, Settings, settings
 from facts.amdgpu import GpuMemory, KfdGpuNodes, TtmLimits
 from facts.firmware import FirmwarePackages, MesFirmware
 from facts.iommu import IommuState
 from facts.kernel import KernelRelease
+from facts.llama_cpp import LlamaCppInstall
 from facts.memory import MemTotal, installed_ram_bytes
 from facts.rocm import RocmVersion
 
@@ -47,6 +63,7 @@ class HostFacts:
     mes: list[dict] | None
     rocm: str | None
     mem_total: int | None
+    llama_cpp: dict | None = None  # LlamaCppInstall; None: not read
 
 
 @dataclass
@@ -75,19 +92,25 @@ def gib(value: int | None) -> str:
     return "?" if value is None else f"{value / GIB:.2f} GiB"
 
 
-def read_facts() -> HostFacts:
-    """Read every fact verify needs from the current host, once each."""
+def read_facts(s: Settings, get_fact: Callable | None = None) -> HostFacts:
+    """Read every fact verify needs from one host, once each.
+
+    `get_fact(FactClass, **kwargs)` reads one fact: pyinfra's `host.get_fact` by default; the
+    verify suite passes one that runs the fact's command over testinfra and calls its process().
+    """
+    get = get_fact or host.get_fact
     return HostFacts(
-        distro=distro_id(host.get_fact(LinuxDistribution)),
-        kernel=host.get_fact(KernelRelease),
-        gpu_memory=host.get_fact(GpuMemory),
-        ttm=host.get_fact(TtmLimits),
-        kfd_nodes=host.get_fact(KfdGpuNodes),
-        iommu=host.get_fact(IommuState),
-        firmware=host.get_fact(FirmwarePackages),
-        mes=host.get_fact(MesFirmware),
-        rocm=host.get_fact(RocmVersion),
-        mem_total=host.get_fact(MemTotal),
+        distro=distro_id(get(LinuxDistribution)),
+        kernel=get(KernelRelease),
+        gpu_memory=get(GpuMemory),
+        ttm=get(TtmLimits),
+        kfd_nodes=get(KfdGpuNodes),
+        iommu=get(IommuState),
+        firmware=get(FirmwarePackages),
+        mes=get(MesFirmware),
+        rocm=get(RocmVersion),
+        mem_total=get(MemTotal),
+        llama_cpp=get(LlamaCppInstall, prefix=s.llama_cpp_prefix, ref=s.llama_cpp_ref),
     )
 
 
@@ -100,8 +123,63 @@ def judge(facts: HostFacts, s: Settings) -> Report:
         check_memory(report, facts, s, card)
     report.rows.extend(firmware_rows(facts.distro, facts.firmware, facts.mes, s))
     check_iommu(report, facts, s)
-    report.add("ROCm", facts.rocm or "not installed", "info")
+    report.rows.append(rocm_row(facts.rocm, s))
+    if facts.llama_cpp is not None:
+        report.rows.append(llama_cpp_row(facts.llama_cpp, s))
     return report
+
+
+def rocm_row(rocm: str | None, s: Settings) -> Row:
+    """ROCm is needed by the HIP backend; from AMD's repository or a tarball it must be `rocm_version`."""
+    if s.llama_cpp_backend != "hip":
+        return Row("ROCm", rocm or "not installed", "info", f"not needed: llama_cpp_backend is {s.llama_cpp_backend!r}")
+    if rocm is None:
+        return Row("ROCm", "not installed", "WARN", "llama.cpp's HIP backend needs ROCm: run deploys/rocm.py")
+    wanted = s.rocm_version.split(".")
+    if s.rocm_source != "distro" and rocm.split(".")[: len(wanted)] != wanted:
+        return Row("ROCm", rocm, "FAIL",
+                   f"rocm_version is {s.rocm_version} (rocm_source {s.rocm_source!r}): run deploys/rocm.py")
+    return Row("ROCm", rocm)
+
+
+def build_id(install: dict | None) -> str | None:
+    """The id (commit12-flagshash) of the llama.cpp build a host serves, from LlamaCppInstall."""
+    return ((install or {}).get("current") or {}).get("id")
+
+
+def llama_cpp_row(install: dict, s: Settings) -> Row:
+    """The build `current` points at must be llama_cpp_ref with this host's backend and CMake flags."""
+    current = install.get("current")
+    if current is None:
+        return Row("llama.cpp", "not built", "WARN",
+                   f"no build under {s.llama_cpp_prefix}/current: run deploys/llama_cpp.py")
+    shown = f"{current['id']} ({current['ref']}, {current['backend']})"
+    wanted = {"ref": s.llama_cpp_ref, "backend": s.llama_cpp_backend, "flags": cmake_flags(s)}
+    differs = [f"{key} {current[key]!r}, wanted {value!r}" for key, value in wanted.items() if current[key] != value]
+    if differs:
+        return Row("llama.cpp", shown, "FAIL", f"the build that serves has {'; '.join(differs)}: run deploys/llama_cpp.py")
+    return Row("llama.cpp", shown)
+
+
+def same_build_row(name: str, builds: dict[str, dict | None], heads: list[str]) -> Row | None:
+    """FAIL when `name` serves another llama.cpp build than the head (or than most hosts).
+
+    RPC client and servers must speak one protocol, so the whole cluster runs one build. None
+    when there is nothing to compare (this host or all others not built).
+
+    >>> same_build_row("halo2", {"halo1": {"current": {"id": "a"}}, "halo2": {"current": {"id": "b"}}}, ["halo1"]).why
+    'halo1 (head) serves build a: RPC needs one llama.cpp build on every host; run deploys/llama_cpp.py'
+    """
+    ids = {n: build_id(b) for n, b in builds.items() if build_id(b)}
+    if name not in ids or len(ids) < 2:
+        return None
+    head = next((h for h in heads if h in ids), None)
+    reference = ids[head] if head else Counter(ids.values()).most_common(1)[0][0]
+    if ids[name] == reference:
+        return Row("same build", f"{reference} on {len([i for i in ids.values() if i == reference])} of {len(ids)} hosts")
+    owner = f"{head} (head)" if head else ", ".join(sorted(n for n, i in ids.items() if i == reference))
+    return Row("same build", ids[name], "FAIL",
+               f"{owner} serves build {reference}: RPC needs one llama.cpp build on every host; run deploys/llama_cpp.py")
 
 
 def check_gpu(report: Report, facts: HostFacts, s: Settings) -> dict | None:
@@ -183,14 +261,122 @@ def check_iommu(report: Report, facts: HostFacts, s: Settings) -> None:
                    f"iommu_mode {s.iommu_mode!r} wants {wanted}; run deploys/grub.py and reboot")
 
 
+# --- the summary: one line per host ------------------------------------------------------------
+
+REPORT_ENV = "HALO_VERIFY_REPORT"
+# Summary columns: heading, and the row subjects whose values (up to any " (") and verdicts it shows.
+SUMMARY_COLUMNS = (
+    ("GTT", ("GTT",)),
+    ("VRAM carve-out", ("VRAM carve-out",)),
+    ("pages_limit", ("TTM pages_limit",)),
+    ("kernel", ("kernel",)),
+    ("firmware", ("firmware", "MES firmware")),
+    ("ROCm", ("ROCm",)),
+    ("llama.cpp build", ("llama.cpp", "same build")),
+    ("RPC ports", ("RPC",)),
+    ("head health", ("head",)),
+)
+_VERDICT_ORDER = ("ok", "info", "WARN", "FAIL")
+
+
+def summary(reports: list[Report], results: dict[str, str] | None = None) -> list[dict]:
+    """One entry per host: host, result (PASS/FAIL; `results` overrides it), a cell per column, all rows.
+
+    >>> summary([Report("halo1", [Row("GTT", "120.00 GiB (wanted 120 GiB: ttm_gib)")])])[0]["cells"]["GTT"]
+    {'value': '120.00 GiB', 'verdict': 'ok'}
+    """
+    entries = []
+    for report in reports:
+        cells = {}
+        for heading, subjects in SUMMARY_COLUMNS:
+            rows = [r for r in report.rows if r.subject in subjects]
+            cells[heading] = {
+                "value": "; ".join(r.value.split(" (")[0] for r in rows) or "-",
+                "verdict": max((r.verdict for r in rows), key=_VERDICT_ORDER.index, default="-"),
+            }
+        result = (results or {}).get(report.host) or ("FAIL" if report.failures else "PASS")
+        entries.append({"host": report.host, "result": result, "cells": cells,
+                        "rows": [asdict(r) for r in report.rows]})
+    return entries
+
+
+def _cell(cell: dict) -> str:
+    return cell["value"] + (f" {cell['verdict']}" if cell["verdict"] in ("WARN", "FAIL") else "")
+
+
+def summary_text(entries: list[dict]) -> str:
+    """The summary as a plain table, for a terminal."""
+    table = [["host", *(h for h, _ in SUMMARY_COLUMNS), "result"]]
+    table += [[e["host"], *(_cell(e["cells"][h]) for h, _ in SUMMARY_COLUMNS), e["result"]] for e in entries]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+
+
+def summary_markdown(entries: list[dict]) -> str:
+    """The summary as a Markdown table, then each host's rows that are not ok, with the fix."""
+    lines = ["| host | " + " | ".join(h for h, _ in SUMMARY_COLUMNS) + " | result |",
+             "|---" * (len(SUMMARY_COLUMNS) + 2) + "|"]
+    for e in entries:
+        cells = " | ".join(_cell(e["cells"][h]) for h, _ in SUMMARY_COLUMNS)
+        lines.append(f"| {e['host']} | {cells} | **{e['result']}** |")
+    notes = [f"- {e['host']}: {r['subject']} {r['verdict']} {r['value']}: {r['why']}"
+             for e in entries for r in e["rows"] if r["verdict"] in ("WARN", "FAIL")]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def write_summary(path: str, entries: list[dict]) -> None:
+    """Markdown when `path` ends in .md, else JSON."""
+    text = summary_markdown(entries) if path.endswith(".md") else json.dumps({"hosts": entries}, indent=1) + "\n"
+    Path(path).write_text(text)
+
+
+# --- the step -----------------------------------------------------------------------------------
+
+
+def _run_cache(name: str) -> dict:
+    """A dict kept on pyinfra's State for this run (hosts are prepared in parallel greenlets)."""
+    cache = getattr(host.state, name, None)
+    if cache is None:
+        cache = {}
+        setattr(host.state, name, cache)
+    return cache
+
+
+def cluster_builds(hosts: list, own: dict | None) -> dict[str, dict | None]:
+    """LlamaCppInstall of every host in this run, each read once per run (own: this host's)."""
+    builds = _run_cache("_halo_verify_builds")
+    builds[host.name] = own
+    for other in hosts:
+        if other.name not in builds:
+            o = settings(other)
+            builds[other.name] = other.get_fact(LlamaCppInstall, prefix=o.llama_cpp_prefix, ref=o.llama_cpp_ref)
+    return {h.name: builds[h.name] for h in hosts}
+
+
 @deploy("Verify Strix Halo host")
 def verify_host() -> None:
     s = settings(host)
-    report = judge(read_facts(), s)
+    facts = read_facts(s)
+    report = judge(facts, s)
+    active = host.state.inventory.get_active_hosts()
+    hosts = [h for h in host.state.inventory if h in active]  # in inventory order
+    same = same_build_row(host.name, cluster_builds(hosts, facts.llama_cpp),
+                          [h.name for h in hosts if HEAD_GROUP in h.groups])
+    if same is not None:
+        report.rows.append(same)
     logger.info(report.table())
     if report.failures:
         fail_host("Fail: the host does not pass verification",
                   "; ".join(f"{r.subject} {r.value}: {r.why}" for r in report.failures))
+
+    reports = _run_cache("_halo_verify_reports")
+    reports[host.name] = report
+    if {h.name for h in hosts} <= set(reports):  # the last host: the summary of all
+        entries = summary([reports[h.name] for h in hosts])
+        logger.info("Verify summary:\n" + summary_text(entries))
+        if os.environ.get(REPORT_ENV):
+            write_summary(os.environ[REPORT_ENV], entries)
+            logger.info(f"Verify report written to {os.environ[REPORT_ENV]}")
 
 
 if __name__ in ("builtins", "__main__"):

@@ -47,3 +47,7 @@ done < "$fake/MOUNTS"
 if [ -f /var/lib/halo-lab/proc/meminfo ]; then
     mount --bind /var/lib/halo-lab/proc/meminfo /proc/meminfo
 fi
+# The kernel command line it was booted with (the lab hosts share this machine's kernel).
+if [ -f /var/lib/halo-lab/proc/cmdline ]; then
+    mount --bind /var/lib/halo-lab/proc/cmdline /proc/cmdline
+fi

@@ -16,6 +16,7 @@ from pathlib import Path
 GIB = 1 << 30
 FAKE_DIR = "var/lib/halo-lab/sysfs"
 MEMINFO = "var/lib/halo-lab/proc/meminfo"
+CMDLINE = "var/lib/halo-lab/proc/cmdline"
 KERNEL_RESERVED_KIB = 1_310_720  # what the firmware and kernel keep before MemTotal (1.25 GiB)
 # Laid over /sys/<entry> inside the host by fake-sysfs.sh. Every entry is always mounted (empty when
 # the profile has no GPU) so that values can change while the host runs.
@@ -40,6 +41,7 @@ class GpuProfile:
     iommu: str = "off"  # off | passthrough | translated
     iommu_groups: int = 4
     mes_version: int | None = 0x80  # None: debugfs not readable
+    cmdline: str | None = None  # what /proc/cmdline shows; None: this machine's own (no arguments of ours)
 
 
 def _write(path: Path, text: str) -> None:
@@ -66,6 +68,7 @@ def write_fake_sysfs(root: Path, gpu: GpuProfile) -> None:
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     _write(fake / "MOUNTS", "\n".join(MOUNTS) + "\n")
     _write(root / MEMINFO, meminfo_text(gpu))
+    _write(root / CMDLINE, (gpu.cmdline + "\n") if gpu.cmdline is not None else Path("/proc/cmdline").read_text())
     # The host's CPU is always a KFD node 0 with no SIMDs; the GPU is node 1.
     kfd_nodes = fake / "class/kfd/kfd/topology/nodes"
     _write(kfd_nodes / "0/properties", "cpu_cores_count 32\nsimd_count 0\ngfx_target_version 0\n")
