@@ -25,7 +25,7 @@ import shlex
 from io import StringIO
 from urllib.parse import urlsplit
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.facts.server import LinuxDistribution
@@ -214,6 +214,9 @@ def distro_of(facts: dict) -> tuple[str, int | None]:
 @deploy("Install ROCm")
 def install_rocm() -> None:
     s = settings(host)
+    if s.llama_cpp_backend != "hip":
+        logger.info(f"{host.name}: ROCm not installed: llama_cpp_backend is {s.llama_cpp_backend!r}, not 'hip'")
+        return
     distro, major = distro_of(host.get_fact(LinuxDistribution) or {})
     try:
         packages = rocm_packages(s.rocm_source, distro, major)

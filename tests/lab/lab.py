@@ -3,9 +3,9 @@
 Each lab host is a systemd container (``systemd-nspawn --boot``) with its own network namespace on
 the bridge ``halo-lab0`` (10.151.0.0/24, this machine is 10.151.0.1), root SSH with a key the lab
 generates, and per-host SSH host keys the lab records in a known_hosts file. Its root file system
-is its own ext4 file system on a loop device, made from a Debian rootfs that debootstrap builds once
-(cached under ``HALO_LAB_CACHE``): like a real box, / is on a block device, so grub-probe and
-update-grub work (an overlay root makes grub-probe fail), and /boot has a Debian kernel.
+is an ext4 file system on a block device of its own (zram), made from a Debian rootfs that
+debootstrap builds once (cached under ``HALO_LAB_CACHE``). So grub-probe and update-grub work as
+on a real box (on an overlay root grub-probe fails), and /boot has a Debian kernel for grub.cfg.
 The fake GPU is only what the kernel would expose: files under /var/lib/halo-lab/sysfs in the host,
 laid over /sys/class/drm, /sys/class/kfd, /sys/module/ttm, ... at boot (fake-sysfs.sh).
 
@@ -53,7 +53,7 @@ PACKAGES = [
     "linux-image-cloud-amd64",  # a kernel (and its initramfs) in /boot, so grub.cfg gets a menu entry
 ]
 ROOTFS_LAYOUT = 2  # bump when the rootfs preparation below changes
-ROOT_IMAGE_SIZE = "32G"  # sparse: a host's root file system only takes the space its files use
+ROOT_DISK_SIZE = "32G"  # zram: takes only the RAM the host's files use, compressed
 BOOT_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 30
 
@@ -224,15 +224,11 @@ def check_names(hosts: list[LabHost]) -> None:
 
 
 def prepare_host(host: LabHost, lower: Path, pubkey: str, all_hosts: list[LabHost]) -> None:
-    """A root file system on a loop device made from the cached rootfs, then the per-host files."""
+    """The host's root device made from the cached rootfs and mounted; then the per-host files."""
     host.root.mkdir(parents=True, exist_ok=True)
-    image = host.dir / "root.ext4"
-    run("truncate", "-s", ROOT_IMAGE_SIZE, str(image))
-    run("mkfs.ext4", "-q", "-L", host.name, "-d", str(lower), str(image))
-    device = run("losetup", "--find", "--show", str(image)).stdout.strip()
-    run("mount", device, str(host.root))
-    run("losetup", "--detach", device)  # the mount keeps it; it goes away with the last unmount
-    (host.dir / "root.device").write_text(device)
+    disk = make_root_disk(lower, host.name)
+    (host.dir / "disk.device").write_text(disk)
+    run("mount", disk, str(host.root))
     root = host.root
     (root / "etc/hostname").write_text(host.name + "\n")
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
@@ -249,23 +245,91 @@ def prepare_host(host: LabHost, lower: Path, pubkey: str, all_hosts: list[LabHos
     (host.dir / "host.json").write_text(json.dumps({**asdict(host), "rootfs": str(lower)}, indent=1))
 
 
+def make_root_disk(rootfs: Path, label: str) -> str:
+    """A new zram block device holding `rootfs` as ext4; returns its path (/dev/zramN).
+
+    zram keeps the blocks compressed in RAM, and only the ones written. A loop device would not
+    do: GRUB treats a loop device as an image file on another disk (grub-mkconfig_lib follows it
+    to its backing file, which is not inside the host), and this kernel reads no partition tables.
+    """
+    control = Path("/sys/class/zram-control")
+    if not control.is_dir():
+        run("modprobe", "zram", "num_devices=0", check=False)
+    if not control.is_dir():
+        raise LabError("the lab needs zram (CONFIG_ZRAM) for the hosts' root file systems: modprobe zram")
+    number = (control / "hot_add").read_text().strip()
+    Path(f"/sys/block/zram{number}/disksize").write_text(ROOT_DISK_SIZE)
+    run("mkfs.ext4", "-q", "-L", label, "-d", str(rootfs), f"/dev/zram{number}")
+    return f"/dev/zram{number}"
+
+
+def remove_root_disks(devices: list[str], timeout: float = STOP_TIMEOUT_S) -> None:
+    """Free the hosts' zram devices (their RAM) once unmounted; any still busy are retried by the next stop."""
+    pending_file = STATE / "zram-pending"
+    if pending_file.is_file():
+        devices = devices + pending_file.read_text().split()
+    pending = list(dict.fromkeys(devices))
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for device in list(pending):
+            number = device.removeprefix("/dev/zram")
+            try:
+                Path(f"/sys/block/zram{number}/reset").write_text("1")
+                Path("/sys/class/zram-control/hot_remove").write_text(number)
+            except FileNotFoundError:
+                pass
+            except OSError:  # busy until its file system is gone
+                continue
+            pending.remove(device)
+        time.sleep(0.2 if pending else 0)
+    if pending:
+        pending_file.write_text(" ".join(pending) + "\n")
+    else:
+        pending_file.unlink(missing_ok=True)
+
+
 def boot_host(host: LabHost) -> None:
     """Start `systemd-nspawn --boot` in the background; its console goes to console.log."""
     log = open(host.dir / "console.log", "ab")
-    archives = CACHE / "apt-archives" / host.release  # .debs downloaded once for all hosts and runs
-    (archives / "partial").mkdir(parents=True, exist_ok=True)
+    archives = seed_apt_archives(host)
     ccache = CACHE / "ccache" / host.release  # compiler cache shared by the hosts of one release
     ccache.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+    disk = (host.dir / "disk.device").read_text()
     proc = subprocess.Popen(
         ["systemd-nspawn", "--boot", f"--directory={host.root}", f"--machine={host.name}",
          f"--hostname={host.name}", "--register=no", "--keep-unit", "--console=read-only",
          f"--network-namespace-path=/run/netns/{host.netns}", f"--bind={archives}:/var/cache/apt/archives",
          f"--bind={ccache}:/root/.cache/ccache",
-         f"--bind={(host.dir / 'root.device').read_text()}"],  # grub-probe resolves / to it
+         "--capability=CAP_NET_ADMIN",  # nftables inside, for the RPC firewall (only the host's own netns)
+         f"--bind={disk}"],  # the root device, for grub-probe
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     (host.dir / "nspawn.pid").write_text(str(proc.pid))
+
+
+def seed_apt_archives(host: LabHost) -> Path:
+    """The host's own apt archive directory, holding hard links to every .deb the lab has downloaded.
+
+    Each host has its own directory (apt locks it for a whole install, so one shared directory would
+    make concurrent installs fail); keep_apt_archives() links new downloads back when the host stops.
+    """
+    shared = CACHE / "apt-archives" / host.release
+    own = host.dir / "apt-archives"
+    for directory in (shared, own / "partial"):
+        directory.mkdir(parents=True, exist_ok=True)
+    for deb in shared.glob("*.deb"):
+        if not (own / deb.name).exists():
+            os.link(deb, own / deb.name)
+    return own
+
+
+def keep_apt_archives(host_dir: Path, release: str) -> None:
+    """Link the .debs a host downloaded into the shared cache, for the next hosts and runs."""
+    shared = CACHE / "apt-archives" / release
+    for deb in (host_dir / "apt-archives").glob("*.deb"):
+        if not (shared / deb.name).exists():
+            os.link(deb, shared / deb.name)
 
 
 def wait_ready(hosts: list[LabHost], timeout: float = BOOT_TIMEOUT_S) -> None:
@@ -320,6 +384,18 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return True
     return state in ("Z", "X")
+
+
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 def nspawn_pid(host: LabHost) -> int | None:
@@ -409,28 +485,41 @@ def stop() -> None:
     """Power off every lab host and remove all it made: processes, mounts, links, namespaces."""
     hosts_dir = STATE / "hosts"
     dirs = sorted(p for p in hosts_dir.iterdir() if p.is_dir()) if hosts_dir.is_dir() else []
-    pids = {}
+    pids, inits = {}, {}
     for d in dirs:
         host = LabHost(d.name, "")
         if is_alive(host):
             pids[d.name] = nspawn_pid(host)
+            inits[d.name] = child_pids(pids[d.name])  # the container's systemd
             os.kill(pids[d.name], signal.SIGTERM)  # nspawn asks the container's systemd to power off
     deadline = time.monotonic() + STOP_TIMEOUT_S
     for name, pid in pids.items():
         while not process_gone(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         if not process_gone(pid):
+            for init in inits[name]:  # killing a container's init ends every process inside it
+                try:
+                    os.kill(init, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             os.killpg(pid, signal.SIGKILL)
             while not process_gone(pid):
                 time.sleep(0.1)
+    for d in dirs:  # a plain umount waits for the root file system to be written back
+        if (d / "disk.device").is_file():
+            run("umount", str(d / "root"), check=False)
     for mount in reversed(lab_mounts()):
         run("umount", "-l", mount, check=False)
+    remove_root_disks([(d / "disk.device").read_text() for d in dirs if (d / "disk.device").is_file()])
     for ns in lab_netns():
         run("ip", "netns", "del", ns, check=False)
     for link in lab_links():
         run("ip", "link", "del", link, check=False)
     run("nft", "delete", "table", "ip", NFT_TABLE, check=False)
     for d in dirs:
+        release = json.loads((d / "host.json").read_text())["release"] if (d / "host.json").exists() else None
+        if release:
+            keep_apt_archives(d, release)
         shutil.rmtree(d)
     for name in ("inventory.py", "hosts.txt", "ssh_config", "known_hosts"):
         (STATE / name).unlink(missing_ok=True)
@@ -482,8 +571,9 @@ def lab_nft_tables() -> list[str]:
 
 def leftovers() -> dict[str, list[str]]:
     """What a stopped lab must not leave: empty lists everywhere."""
+    pending = STATE / "zram-pending"  # root devices a stop could not free yet
     return {"processes": lab_processes(), "mounts": lab_mounts(), "links": lab_links(), "netns": lab_netns(),
-            "nft": lab_nft_tables()}
+            "nft": lab_nft_tables(), "disks": pending.read_text().split() if pending.is_file() else []}
 
 
 def set_gpu(name: str, gpu: GpuProfile) -> None:
