@@ -10,6 +10,7 @@ from pyinfra import host
 
 from deploys.firmware import check_firmware
 from deploys.groups import gpu_groups
+from deploys.grub import grub_kernel_args
 from deploys.kernel import check_kernel
 from deploys.llama_cpp import llama_cpp
 from deploys.rocm import install_rocm
@@ -20,7 +21,7 @@ STEPS = [
     check_kernel,
     check_firmware,
     gpu_groups,
-    # grub comes here
+    grub_kernel_args,
     install_rocm,
     llama_cpp,
     # rpc_worker and head come here

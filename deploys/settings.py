@@ -70,6 +70,7 @@ PREFIXES = (
     "os_reserve",
     "vram_",
     "iommu_",
+    "reboot_",
     "gpu_",
     "rocm_",
     "rpc_",
@@ -98,6 +99,8 @@ class SettingsError(PyinfraError):
 _KERNEL_VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?$")
 _GPU_TARGET_RE = r"^gfx[0-9]{3,4}[0-9a-f]?$"
 _USER_NAME_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
+# A kernel argument: "key=value" or a flag; nothing that needs quoting in /etc/default/grub or a shell.
+_KERNEL_ARG_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(=[A-Za-z0-9_.,:/@%+=~*-]*)?$"
 
 
 def _check_kernel_version(value: str) -> str:
@@ -168,6 +171,12 @@ VALID: dict[str, str] = {
     "os_reserve_gib": "a whole number of GiB from 1 to 64",
     "vram_carveout_max_gib": "a whole number of GiB from 0 to 128",
     "iommu_mode": "one of 'off' (amd_iommu=off), 'pt' (iommu=pt) or 'keep' (leave the kernel command line as is)",
+    "kernel_extra_args": (
+        "a list of kernel arguments such as ['amdgpu.cwsr_enable=0', 'nowatchdog'] ('key=value' or a flag; "
+        "no spaces, quotes or shell characters)"
+    ),
+    "reboot_allowed": "True (reboot a host whose running kernel lacks the arguments) or False (report it)",
+    "reboot_timeout_s": "a whole number of seconds from 60 to 7200",
     "gpu_targets": (
         "a non-empty list of AMD GPU targets such as ['gfx1151'] "
         "('gfx' followed by 3 or 4 digits and an optional hex digit)"
@@ -225,6 +234,11 @@ class Settings(BaseModel):
     # IOMMU
     iommu_mode: Literal["off", "pt", "keep"] = "off"
 
+    # kernel command line and reboot (deploys/grub.py)
+    kernel_extra_args: list[Annotated[str, Strict(), StringConstraints(pattern=_KERNEL_ARG_RE)]] = []
+    reboot_allowed: Annotated[bool, Strict()] = False
+    reboot_timeout_s: Annotated[int, Strict(), Field(ge=60, le=7200)] = 900
+
     # GPU
     gpu_targets: Annotated[list[GpuTarget], Field(min_length=1)] = ["gfx1151"]
     gpu_users: list[UserName] = []
@@ -280,6 +294,7 @@ class Settings(BaseModel):
                         "or set rpc_allow_any_address = True to accept the risk",
                     )
                 )
+        issues.extend(("kernel_extra_args", d) for d in _kernel_extra_args_problems(self))
         if self.rocm_source == "therock":
             needs = {
                 "rocm_tarball_url": "the http:// or https:// URL of the TheRock tarball to install",
@@ -393,6 +408,24 @@ class Settings(BaseModel):
             detail,
             fix or self._fix.get(variable, DEFAULT_FIX),
         )
+
+
+def _kernel_extra_args_problems(s: Settings) -> list[str]:
+    """kernel_extra_args must not repeat a key or set what ttm_gib / iommu_mode manage."""
+    problems, seen = [], set()
+    for arg in s.kernel_extra_args:
+        key = arg.partition("=")[0].replace("-", "_")
+        if key in seen:
+            problems.append(f"{key} appears twice; expected each key once")
+        seen.add(key)
+        if key.endswith((".pages_limit", ".page_pool_size")) and key.split(".")[0] in ("ttm", "amdttm"):
+            problems.append(f"{arg!r} is set from ttm_gib; expected no {key} here (set ttm_gib instead)")
+        elif key in ("iommu", "amd_iommu") and s.iommu_mode != "keep":
+            problems.append(
+                f"{arg!r} conflicts with iommu_mode = {s.iommu_mode!r}; expected no {key} here, "
+                "or iommu_mode = 'keep'"
+            )
+    return problems
 
 
 VARIABLES: tuple[str, ...] = tuple(Settings.model_fields)

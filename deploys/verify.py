@@ -39,7 +39,7 @@ from facts.firmware import FirmwarePackages, MesFirmware
 from facts.iommu import IommuState
 from facts.kernel import KernelRelease
 from facts.llama_cpp import LlamaCppInstall
-from facts.memory import MemTotal, installed_ram_bytes
+from facts.memory import MemTotal, host_installed_ram
 from facts.rocm import RocmVersion
 
 PAGE = 4096
@@ -219,7 +219,7 @@ def check_memory(report: Report, facts: HostFacts, s: Settings, card: dict) -> N
     if facts.mem_total is None:
         report.add("GTT", gib(gtt), "FAIL", "cannot read MemTotal from /proc/meminfo to size ttm_gib")
         return
-    installed = installed_ram_bytes(facts.mem_total, vram or 0)
+    installed = host_installed_ram(facts.mem_total, facts.gpu_memory)
     wanted_gib = s.wanted_ttm_gib(installed)
     wanted = wanted_gib * GIB
     source = "ttm_gib" if s.ttm_gib is not None else f"{installed // GIB} GiB RAM - os_reserve_gib"

@@ -5,6 +5,7 @@ Usage::
     from facts.memory import MemTotal, installed_ram_bytes
     mem_total = host.get_fact(MemTotal)                        # 134,486,163,456 on a 128 GiB box
     installed = installed_ram_bytes(mem_total, vram_total=512 << 20)   # 137,438,953,472
+    installed = host_installed_ram(mem_total, host.get_fact(GpuMemory))  # the same from the facts
 """
 
 from __future__ import annotations
@@ -45,3 +46,12 @@ def installed_ram_bytes(mem_total: int, vram_total: int = 0) -> int:
     """
     seen = mem_total + vram_total
     return -(-seen // RAM_STEP) * RAM_STEP
+
+
+def host_installed_ram(mem_total: int, gpu_memory: list[dict]) -> int:
+    """installed_ram_bytes() from the MemTotal and GpuMemory facts: the carve-out is the first card's VRAM.
+
+    verify.py (the GTT row) and grub.py (the ttm arguments) size the GPU's share from this one number.
+    """
+    vram_total = (gpu_memory[0].get("vram_total") if gpu_memory else None) or 0
+    return installed_ram_bytes(mem_total, vram_total)

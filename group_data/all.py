@@ -26,6 +26,14 @@ vram_carveout_max_gib = 16
 # "off" adds amd_iommu=off, "pt" adds iommu=pt, "keep" leaves the kernel command line as is.
 iommu_mode = "off"
 
+# --- kernel command line and reboot (deploys/grub.py) ---
+# More kernel arguments, "key=value" or "flag", e.g. ["amdgpu.cwsr_enable=0"]; ttm and iommu come from above.
+kernel_extra_args = []
+# Reboot a host whose running kernel lacks the arguments; False = report "reboot pending".
+reboot_allowed = False
+# Seconds to wait for a host to come back after that reboot.
+reboot_timeout_s = 900
+
 # --- GPU ---
 # AMD GPU targets llama.cpp is built for (Radeon 8060S = gfx1151).
 gpu_targets = ["gfx1151"]

@@ -32,7 +32,7 @@ def test_fake_values_change_while_the_host_runs(lab_hosts, set_gpu):
 
 def test_stop_leaves_nothing_behind_and_a_cached_start_is_quick(lab_hosts):
     lab.stop()
-    assert lab.leftovers() == {"processes": [], "mounts": [], "links": [], "netns": [], "nft": []}
+    assert lab.leftovers() == {"processes": [], "mounts": [], "links": [], "netns": [], "nft": [], "disks": []}
     started = time.monotonic()
     hosts = lab.start(lab.parse_host_args([f"{h.name}:{h.release}" for h in lab_hosts]))
     seconds = time.monotonic() - started

@@ -1,0 +1,337 @@
+"""Set the GPU kernel arguments: the TTM limit, the IOMMU mode and kernel_extra_args; reboot only if allowed.
+
+    pyinfra inventories/lab.py deploys/grub.py
+    pyinfra inventories/lab.py deploys/grub.py --data reboot_allowed=True
+
+The arguments come from the host's data and facts: ``ttm.pages_limit`` and ``ttm.page_pool_size``
+= wanted GiB x 262144 (``amdttm.*`` with AMD's DKMS driver), ``amd_iommu=off`` or ``iommu=pt``,
+then ``kernel_extra_args``. Only these keys change: an argument of ours with another value is
+replaced where it stands, the conflicting IOMMU key is removed, everything else stays in order.
+
+- Fedora: ``grubby --update-kernel=ALL --args=... [--remove-args=...]``, run only when a boot entry
+  lacks an argument or has another value (grubby also keeps /etc/default/grub in step for new kernels).
+- Debian/Ubuntu: GRUB_CMDLINE_LINUX_DEFAULT is edited where it is set, then grub.cfg is regenerated.
+  We edit the file rather than add a drop-in of our own under /etc/default/grub.d/: a drop-in can
+  only append, so it could neither replace a value already there nor remove ``iommu=pt`` when
+  ``amd_iommu=off`` is wanted, and the admin finds the arguments where Debian documents them. The
+  file is the one whose assignment takes effect: /etc/default/grub, or the last drop-in that sets
+  the variable (Ubuntu cloud images set it in 50-cloudimg-settings.cfg, read after
+  /etc/default/grub, which would silently win over an edit of the main file). The old file is kept
+  as ``<file>.halo-provision-<time>.bak``, the new one must parse as sh, and the regenerated
+  grub.cfg must carry the arguments; otherwise the old file and the old grub.cfg are put back.
+- Reboot: when /proc/cmdline lacks the arguments, a host with ``reboot_allowed`` reboots and must
+  come back with them; any other host gets "reboot pending on <host>: ...".
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shlex
+
+from pyinfra import host
+from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.facts.server import LinuxDistribution
+from pyinfra.operations import server
+
+from deploys.common import fail_host, warn
+from deploys.settings import Settings, settings
+from facts.amdgpu import GpuMemory, TtmLimits
+from facts.grub import GRUB_CFG, GrubbyKernels, GrubDefault
+from facts.kernel import KernelCmdline
+from facts.memory import MemTotal, host_installed_ram
+
+# key -> value, None for a flag; in the order they are added
+KernelArgs = dict[str, str | None]
+ParsedArgs = list[list[str | None]]
+
+IOMMU_ARGS = {"off": ("amd_iommu", "off"), "pt": ("iommu", "pt")}
+IOMMU_KEYS = ("amd_iommu", "iommu")
+_MISSING = object()
+
+
+def kernel_args(s: Settings, mem_total: int, gpu_memory: list[dict], ttm: dict | None) -> tuple[KernelArgs, list[str]]:
+    """The arguments to set and the keys to remove, from the settings and the host's facts.
+
+    >>> kernel_args(Settings(), 134486163456, [{"vram_total": 512 << 20}], {"module": "ttm"})
+    ({'ttm.pages_limit': '31457280', 'ttm.page_pool_size': '31457280', 'amd_iommu': 'off'}, ['iommu'])
+    """
+    pages = str(s.ttm_pages(host_installed_ram(mem_total, gpu_memory)))
+    module = "amdttm" if (ttm or {}).get("module") == "amdttm" else "ttm"
+    wanted: KernelArgs = {f"{module}.pages_limit": pages, f"{module}.page_pool_size": pages}
+    remove: list[str] = []
+    if s.iommu_mode in IOMMU_ARGS:
+        key, value = IOMMU_ARGS[s.iommu_mode]
+        wanted[key] = value
+        remove = [k for k in IOMMU_KEYS if k != key]
+    for arg in s.kernel_extra_args:
+        key, equals, value = arg.partition("=")
+        wanted[key] = value if equals else None
+    return wanted, remove
+
+
+def format_arg(key: str, value: str | None) -> str:
+    return key if value is None else f"{key}={value}"
+
+
+def _norm(key: str | None) -> str:
+    """The kernel matches parameter names with - and _ alike."""
+    return (key or "").replace("-", "_")
+
+
+def args_to_change(args: ParsedArgs | None, wanted: KernelArgs, remove: list[str]) -> tuple[list[str], list[str]]:
+    """What a parsed command line lacks: (arguments to set, as "k=v"/"flag"; keys to remove).
+
+    The last occurrence of a key counts, as in the kernel.
+    """
+    last: dict[str, str | None] = {}
+    for key, value in args or []:
+        last[_norm(key)] = value
+    to_set = [format_arg(k, v) for k, v in wanted.items() if last.get(_norm(k), _MISSING) != v]
+    to_remove = [k for k in remove if _norm(k) in last]
+    return to_set, to_remove
+
+
+def describe(to_set: list[str], to_remove: list[str]) -> str:
+    parts = [f"lacks {' '.join(to_set)}"] if to_set else []
+    parts += [f"still has {' '.join(to_remove)}"] if to_remove else []
+    return " and ".join(parts)
+
+
+# --- Fedora: grubby ---------------------------------------------------------------------------
+
+
+def grubby_command(kernels: list[dict], wanted: KernelArgs, remove: list[str]) -> str | None:
+    """The grubby command that gives every boot entry the arguments, or None when all have them."""
+    needed_set: set[str] = set()
+    needed_remove: set[str] = set()
+    for kernel in kernels:
+        to_set, to_remove = args_to_change(kernel["args"], wanted, remove)
+        needed_set.update(to_set)
+        needed_remove.update(to_remove)
+    to_set = [a for a in (format_arg(k, v) for k, v in wanted.items()) if a in needed_set]
+    to_remove = [k for k in remove if k in needed_remove]
+    if not to_set and not to_remove:
+        return None
+    command = ["grubby", "--update-kernel=ALL"]
+    if to_set:
+        command.append("--args=" + " ".join(to_set))
+    if to_remove:
+        command.append("--remove-args=" + " ".join(to_remove))
+    return shlex.join(command)
+
+
+# --- Debian/Ubuntu: /etc/default/grub -------------------------------------------------------------
+
+_ASSIGNMENT = re.compile(r"^(\s*(?:export\s+)?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=)(.*)$")
+_VALUE = re.compile(r'"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|([^\s"\'#;]*)')
+# words of a value; an escaped "..." (dyndbg=\"file x +p\") stays one word
+_WORD = re.compile(r'(?:\\"(?:(?!\\").)*\\"|\S)+')
+
+
+def _edit_words(words: list[str], wanted: KernelArgs, remove: list[str]) -> list[str]:
+    """Replace our keys' values where they stand (first occurrence only), drop removed keys."""
+    wanted_by_key = {_norm(k): format_arg(k, v) for k, v in wanted.items()}
+    removed = {_norm(k) for k in remove}
+    result, placed = [], set()
+    for word in words:
+        key = _norm(word.partition("=")[0])
+        if key in removed or key in placed:
+            continue
+        if key in wanted_by_key:
+            word = wanted_by_key[key]
+            placed.add(key)
+        result.append(word)
+    return result
+
+
+def edit_grub_default(text: str, wanted: KernelArgs, remove: list[str]) -> str:
+    """/etc/default/grub text with the kernel arguments in GRUB_CMDLINE_LINUX_DEFAULT.
+
+    In every GRUB_CMDLINE_LINUX_DEFAULT and GRUB_CMDLINE_LINUX assignment, an argument of ours is
+    replaced where it stands and a removed key is dropped; arguments neither line has yet are
+    appended to the last GRUB_CMDLINE_LINUX_DEFAULT (a new line at the end when there is none).
+    Comments, quoting and all other lines stay as they are. Raises ValueError for a value it
+    cannot read (e.g. a quote left open across lines).
+
+    >>> edit_grub_default('GRUB_CMDLINE_LINUX_DEFAULT="quiet iommu=pt"\\n', {"amd_iommu": "off"}, ["iommu"])
+    'GRUB_CMDLINE_LINUX_DEFAULT="quiet amd_iommu=off"\\n'
+    """
+    lines = text.splitlines(keepends=True)
+    edited: dict[int, tuple[str, list[str]]] = {}  # line number -> (variable, words)
+    for number, line in enumerate(lines):
+        match = _ASSIGNMENT.match(line.rstrip("\n"))
+        if not match:
+            continue
+        head, variable, rest = match.groups()
+        value = _VALUE.match(rest)
+        quote = '"' if value.group(1) is not None else "'" if value.group(2) is not None else ""
+        inner = next(g for g in value.groups() if g is not None)
+        tail = rest[value.end():]
+        if tail.strip() and not tail.lstrip().startswith(("#", ";")):
+            raise ValueError(f"line {number + 1}: cannot read the value of {variable}: {line.strip()}")
+        words = _edit_words(_WORD.findall(inner), wanted, remove)
+        edited[number] = (variable, words)
+        if not quote and len(words) > 1:
+            quote = '"'
+        newline = "\n" if line.endswith("\n") else ""
+        lines[number] = f"{head}{quote}{' '.join(words)}{quote}{tail}{newline}"
+
+    def last_of(variable: str) -> int | None:
+        return max((n for n, (v, _) in edited.items() if v == variable), default=None)
+
+    default_line, linux_line = last_of("GRUB_CMDLINE_LINUX_DEFAULT"), last_of("GRUB_CMDLINE_LINUX")
+    present = {
+        word for n in (default_line, linux_line) if n is not None for word in edited[n][1]
+    }
+    missing = [format_arg(k, v) for k, v in wanted.items() if format_arg(k, v) not in present]
+    if not missing:
+        return "".join(lines)
+    if default_line is None:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines.append(f'GRUB_CMDLINE_LINUX_DEFAULT="{" ".join(missing)}"\n')
+        return "".join(lines)
+    head, _, rest = _ASSIGNMENT.match(lines[default_line].rstrip("\n")).groups()
+    value = _VALUE.match(rest)
+    quote = rest[0] if rest[:1] in ('"', "'") else '"'
+    words = edited[default_line][1] + missing
+    newline = "\n" if lines[default_line].endswith("\n") else ""
+    lines[default_line] = f"{head}{quote}{' '.join(words)}{quote}{rest[value.end():]}{newline}"
+    return "".join(lines)
+
+
+def cfg_check_script(wanted: KernelArgs, remove: list[str], cfg: str = GRUB_CFG) -> str:
+    """sh: exit 0 when the default entry (first linux line) of grub.cfg has the arguments, else say what lacks."""
+    program = (
+        'function key(a) { sub(/=.*/, "", a); gsub(/-/, "_", a); return a } '
+        '$1 == "linux" { for (i = 3; i <= NF; i++) last[key($i)] = $i; found = 1; exit } '
+        "END { if (!found) { print cfg \": no linux line (no kernel in /boot?)\"; exit 1 } "
+        'n = split(want, w, " "); for (i = 1; i <= n; i++) '
+        'if (last[key(w[i])] != w[i]) { print cfg ": the default entry lacks " w[i]; bad = 1 } '
+        'n = split(gone, g, " "); for (i = 1; i <= n; i++) '
+        'if (key(g[i]) in last) { print cfg ": the default entry still has " last[key(g[i])]; bad = 1 } '
+        "exit (bad ? 1 : 0) }"
+    )
+    want = " ".join(format_arg(k, v) for k, v in wanted.items())
+    return shlex.join(["awk", "-v", f"cfg={cfg}", "-v", f"want={want}", "-v", f"gone={' '.join(remove)}",
+                       program, cfg])
+
+
+def apply_script(path: str, new_text: str | None, wanted: KernelArgs, remove: list[str]) -> str:
+    """sh: back up and replace `path` (unless new_text is None), regenerate grub.cfg, check it; undo on failure."""
+    encoded = base64.b64encode(new_text.encode()).decode() if new_text is not None else ""
+    return f"""set -u
+f={shlex.quote(path)}; cfg={GRUB_CFG}; backup=
+work=$(mktemp -d) || exit 1
+trap 'rm -rf "$work"' EXIT
+if [ -f "$cfg" ]; then cp -p "$cfg" "$work/grub.cfg" || exit 1; fi
+if [ -n {shlex.quote(encoded)} ]; then
+  printf %s {shlex.quote(encoded)} | base64 -d > "$work/new" || exit 1
+  if ! sh -n "$work/new"; then echo "halo-provision: the edited $f does not parse as sh; nothing changed"; exit 1; fi
+  backup="$f.halo-provision-$(date +%Y%m%d-%H%M%S).bak"
+  while [ -e "$backup" ]; do sleep 1; backup="$f.halo-provision-$(date +%Y%m%d-%H%M%S).bak"; done
+  cp -p "$f" "$backup" && cat "$work/new" > "$f" || exit 1
+  echo "$f: kernel arguments set; the previous file is $backup"
+fi
+if command -v update-grub >/dev/null 2>&1; then update-grub; else grub-mkconfig -o "$cfg"; fi \\
+  && {cfg_check_script(wanted, remove)} && exit 0
+rm -f "$cfg.new"
+if [ -f "$work/grub.cfg" ]; then cp -p "$work/grub.cfg" "$cfg"; else rm -f "$cfg"; fi
+if [ -n "$backup" ]; then
+  cat "$backup" > "$f"
+  echo "halo-provision: regenerating $cfg failed or it lacks the arguments; restored $f from $backup and $cfg as it was"
+else
+  echo "halo-provision: regenerating $cfg failed or it lacks the arguments; restored $cfg as it was"
+fi
+exit 1
+"""
+
+
+def _fail_command(message: str) -> StringCommand:
+    return StringCommand(f"echo {shlex.quote(message)}; exit 1")
+
+
+@operation()
+def grub_default_args(wanted: KernelArgs, remove: list[str]):
+    """Put the arguments into GRUB_CMDLINE_LINUX_DEFAULT and grub.cfg; reads the files when it runs."""
+    config = host.get_fact(GrubDefault)
+    path = config["path"]
+    if config["text"] is None:
+        yield _fail_command(f"{host.name}: {path} is missing: this host does not boot with GRUB "
+                            "(install grub-pc or grub-efi-amd64), so the kernel arguments cannot be set")
+        return
+    try:
+        new_text = edit_grub_default(config["text"], wanted, remove)
+    except ValueError as e:
+        yield _fail_command(f"{host.name}: cannot edit {path}: {e}; fix the line by hand and run again")
+        return
+    to_set, to_remove = args_to_change(config["cfg_args"], wanted, remove)
+    if new_text == config["text"] and config["cfg_args"] is not None and not to_set and not to_remove:
+        host.noop(f"{path} and {GRUB_CFG} already carry the kernel arguments")
+        return
+    yield StringCommand(apply_script(path, None if new_text == config["text"] else new_text, wanted, remove))
+
+
+@operation()
+def running_kernel_has_args(wanted: KernelArgs, remove: list[str]):
+    """Fail the host when /proc/cmdline (read when this runs) lacks the arguments."""
+    to_set, to_remove = args_to_change(host.get_fact(KernelCmdline), wanted, remove)
+    if not to_set and not to_remove:
+        host.noop("the running kernel has the arguments")
+        return
+    yield _fail_command(f"{host.name}: after the reboot /proc/cmdline {describe(to_set, to_remove)}: the boot "
+                        "loader did not use the new configuration (another boot loader or boot entry?)")
+
+
+def boot_style(distribution: dict | None) -> str | None:
+    """"grubby" (Fedora and relatives), "grub-default" (Debian, Ubuntu) or None, from LinuxDistribution."""
+    meta = (distribution or {}).get("release_meta") or {}
+    family = {str(meta.get("ID", "")).lower(), *str(meta.get("ID_LIKE", "")).lower().split()}
+    if family & {"fedora", "rhel", "centos"}:
+        return "grubby"
+    if family & {"debian", "ubuntu"}:
+        return "grub-default"
+    return None
+
+
+@deploy("Set the GPU kernel arguments")
+def grub_kernel_args() -> None:
+    s = settings(host)
+    style = boot_style(host.get_fact(LinuxDistribution))
+    mem_total = host.get_fact(MemTotal)
+    if style is None:
+        fail_host("Fail: unsupported distribution", "setting kernel arguments is done for Fedora (grubby) and "
+                  "Debian/Ubuntu (/etc/default/grub) only; set them with your boot loader's tool")
+        return
+    if mem_total is None:
+        fail_host("Fail: cannot size the TTM limit", "cannot read MemTotal from /proc/meminfo")
+        return
+    wanted, remove = kernel_args(s, mem_total, host.get_fact(GpuMemory), host.get_fact(TtmLimits))
+
+    if style == "grubby":
+        kernels = host.get_fact(GrubbyKernels)
+        if not kernels:
+            fail_host("Fail: grubby lists no boot entry", "`grubby --info=ALL` shows no kernel: install grubby "
+                      "(dnf install grubby) or check /boot/loader/entries")
+            return
+        command = grubby_command(kernels, wanted, remove)
+        if command:
+            server.shell(name="Set the kernel arguments of every boot entry with grubby", commands=[command])
+    else:
+        grub_default_args(name="Set the kernel arguments in GRUB_CMDLINE_LINUX_DEFAULT and regenerate grub.cfg",
+                          wanted=wanted, remove=remove)
+
+    to_set, to_remove = args_to_change(host.get_fact(KernelCmdline), wanted, remove)
+    if not to_set and not to_remove:
+        return
+    if s.reboot_allowed:
+        server.reboot(name="Reboot into the new kernel arguments", reboot_timeout=s.reboot_timeout_s)
+        running_kernel_has_args(name="Check the running kernel has the new arguments", wanted=wanted, remove=remove)
+    else:
+        warn(f"reboot pending on {host.name}: the running kernel {describe(to_set, to_remove)}; the arguments "
+             "apply at the next boot (reboot it, or set reboot_allowed = True)")
+
+
+if __name__ in ("builtins", "__main__"):
+    grub_kernel_args()
