@@ -24,6 +24,7 @@ import shlex
 
 from tests.integration.conftest import assert_no_changes, pyinfra, results
 from tests.lab import lab
+from tests.lab.gpu import GpuProfile
 
 PAGES_120 = str(120 * 262144)
 OURS = f"ttm.pages_limit={PAGES_120} ttm.page_pool_size={PAGES_120} amd_iommu=off"
@@ -85,3 +86,24 @@ def test_a_failing_grub_mkconfig_fails_the_host_and_puts_both_files_back(lab_inv
     assert ssh("halo2", checksums) == before
     # The backup of the failed attempt stays, next to the first one.
     assert int(ssh("halo2", "ls /etc/default/ | grep -c halo-provision")) == int(backups_before) + 1
+
+
+def test_a_host_booted_with_the_arguments_needs_no_reboot_and_nothing_changes(lab_inventory, set_gpu):
+    pyinfra(lab_inventory, "deploys/grub.py", "--limit", "halo3", check=True)  # the configuration is in place
+    set_gpu("halo3", GpuProfile(cmdline=f"BOOT_IMAGE=/boot/vmlinuz-6.1.0-50-cloud-amd64 root=/dev/zram3 ro quiet {OURS}"))
+    for data in ({}, {"reboot_allowed": "True"}):
+        proc = pyinfra(lab_inventory, "deploys/grub.py", "--limit", "halo3", data=data)
+        assert_no_changes(proc)
+        assert "reboot pending" not in proc.stdout + proc.stderr
+        assert "Reboot" not in proc.stdout + proc.stderr
+
+
+def test_switching_iommu_mode_to_pt_replaces_amd_iommu(lab_inventory):
+    proc = pyinfra(lab_inventory, "deploys/grub.py", "--limit", "halo3", data={"iommu_mode": "pt"})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    pt = f"ttm.pages_limit={PAGES_120} ttm.page_pool_size={PAGES_120} iommu=pt"
+    assert "reboot pending on halo3: the running kernel lacks " + pt in output
+    assert ssh("halo3", SOURCED) == f"quiet {pt}"
+    assert ssh("halo3", FIRST_LINUX_LINE).split()[3:] == ["quiet", *pt.split()]
+    assert_no_changes(pyinfra(lab_inventory, "deploys/grub.py", "--limit", "halo3", data={"iommu_mode": "pt"}))
