@@ -9,7 +9,8 @@ then ``kernel_extra_args``. Only these keys change: an argument of ours with ano
 replaced where it stands, the conflicting IOMMU key is removed, everything else stays in order.
 
 - Fedora: ``grubby --update-kernel=ALL --args=... [--remove-args=...]``, run only when a boot entry
-  lacks an argument or has another value (grubby also keeps /etc/default/grub in step for new kernels).
+  lacks an argument or has another value; every entry is checked, so a run after a kernel update
+  catches a new entry without them.
 - Debian/Ubuntu: GRUB_CMDLINE_LINUX_DEFAULT is edited where it is set, then grub.cfg is regenerated.
   We edit the file rather than add a drop-in of our own under /etc/default/grub.d/: a drop-in can
   only append, so it could neither replace a value already there nor remove ``iommu=pt`` when
