@@ -18,6 +18,7 @@ judges them with the same functions: `read_facts(s, get_fact)`, `judge`, `same_b
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections import Counter
@@ -41,6 +42,7 @@ from facts.kernel import KernelRelease
 from facts.llama_cpp import LlamaCppInstall
 from facts.memory import MemTotal, host_installed_ram
 from facts.rocm import RocmVersion
+from facts.services import TcpListeners, UnitStates
 
 PAGE = 4096
 # Without working ttm arguments (or on a kernel older than 6.16.9) GTT is about half of RAM,
@@ -64,6 +66,8 @@ class HostFacts:
     rocm: str | None
     mem_total: int | None
     llama_cpp: dict | None = None  # LlamaCppInstall; None: not read
+    rpc: dict | None = None  # {"ports": {port: unit}, "units": UnitStates, "listeners": TcpListeners}; None: no worker
+    head: dict | None = None  # {"unit", "state" (UnitStates of it), "url", "health" (HttpStatus)}; None: no head
 
 
 @dataclass
@@ -99,6 +103,16 @@ def read_facts(s: Settings, get_fact: Callable | None = None) -> HostFacts:
     verify suite passes one that runs the fact's command over testinfra and calls its process().
     """
     get = get_fact or host.get_fact
+    rpc_worker, head = step("rpc_worker"), step("head")
+    rpc = head_facts = None
+    if s.is_rpc_worker and rpc_worker is not None:
+        ports = {server.port: rpc_worker.UNIT.replace("@", f"@{server.port}") for server in s.rpc_servers}
+        rpc = {"ports": ports, "units": get(UnitStates, units=list(ports.values())), "listeners": get(TcpListeners)}
+    if s.is_head and head is not None:
+        from facts.llama_server import HttpStatus  # comes with deploys/head.py
+
+        head_facts = {"unit": head.UNIT, "state": get(UnitStates, units=[head.UNIT]).get(head.UNIT),
+                      "url": head.health_url(s), "health": get(HttpStatus, url=head.health_url(s))}
     return HostFacts(
         distro=distro_id(get(LinuxDistribution)),
         kernel=get(KernelRelease),
@@ -111,7 +125,19 @@ def read_facts(s: Settings, get_fact: Callable | None = None) -> HostFacts:
         rocm=get(RocmVersion),
         mem_total=get(MemTotal),
         llama_cpp=get(LlamaCppInstall, prefix=s.llama_cpp_prefix, ref=s.llama_cpp_ref),
+        rpc=rpc,
+        head=head_facts,
     )
+
+
+def step(name: str):
+    """The module deploys/<name>.py, or None while that step does not exist."""
+    try:
+        return importlib.import_module(f"deploys.{name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"deploys.{name}":
+            return None
+        raise
 
 
 def judge(facts: HostFacts, s: Settings) -> Report:
@@ -126,7 +152,51 @@ def judge(facts: HostFacts, s: Settings) -> Report:
     report.rows.append(rocm_row(facts.rocm, s))
     if facts.llama_cpp is not None:
         report.rows.append(llama_cpp_row(facts.llama_cpp, s))
+    if facts.rpc is not None:
+        report.rows.append(rpc_row(facts.rpc, s))
+    if facts.head is not None:
+        report.rows.append(head_row(facts.head))
     return report
+
+
+def rpc_unit_problems(rpc: dict) -> list[str]:
+    """Each RPC server's unit must be active and enabled."""
+    states = [(unit, rpc["units"].get(unit, {"active": "inactive", "enabled": "not-found"}))
+              for unit in rpc["ports"].values()]
+    return [f"{unit} is {st['active']} and {st['enabled']}" for unit, st in states
+            if st["active"] != "active" or st["enabled"] != "enabled"]
+
+
+def rpc_listen_problems(rpc: dict, s: Settings) -> list[str]:
+    """Each RPC server must listen on rpc_bind_address itself (not on every address)."""
+    listening = {(entry["address"], entry["port"]) for entry in rpc["listeners"]}
+    return [f"nothing listens on {s.rpc_bind_address}:{port}" for port in rpc["ports"]
+            if (str(s.rpc_bind_address), port) not in listening]
+
+
+def rpc_row(rpc: dict, s: Settings) -> Row:
+    """The worker's RPC servers: units active, listening on rpc_bind_address; WARN when not deployed."""
+    shown = f"{s.rpc_bind_address}:{','.join(map(str, rpc['ports']))}"
+    if all(rpc["units"].get(u, {}).get("enabled", "not-found") == "not-found" for u in rpc["ports"].values()):
+        return Row("RPC", f"{shown} not deployed", "WARN", "no RPC server unit: run deploys/rpc_worker.py")
+    problems = rpc_unit_problems(rpc) + rpc_listen_problems(rpc, s)
+    if problems:
+        return Row("RPC", shown, "FAIL", f"{'; '.join(problems)}: run deploys/rpc_worker.py "
+                                         f"(journalctl -u {next(iter(rpc['ports'].values()))} says why)")
+    return Row("RPC", shown)
+
+
+def head_row(head: dict) -> Row:
+    """llama-server's /health must answer 200; WARN when its unit is not deployed."""
+    status = head["health"]
+    if status == 200:
+        return Row("head", "/health 200")
+    state = head["state"] or {"active": "inactive", "enabled": "not-found"}
+    if state["enabled"] == "not-found":
+        return Row("head", "not deployed", "WARN", f"no {head['unit']}: run deploys/head.py")
+    return Row("head", f"/health {status or 'no answer'}", "FAIL",
+               f"GET {head['url']} answered {status or 'nothing'} (503 while the model loads); {head['unit']} is "
+               f"{state['active']}: journalctl -u {head['unit']} says why; run deploys/head.py")
 
 
 def rocm_row(rocm: str | None, s: Settings) -> Row:
@@ -176,7 +246,7 @@ def same_build_row(name: str, builds: dict[str, dict | None], heads: list[str]) 
     head = next((h for h in heads if h in ids), None)
     reference = ids[head] if head else Counter(ids.values()).most_common(1)[0][0]
     if ids[name] == reference:
-        return Row("same build", f"{reference} on {len([i for i in ids.values() if i == reference])} of {len(ids)} hosts")
+        return Row("same build", f"same on {len([i for i in ids.values() if i == reference])} of {len(ids)} hosts")
     owner = f"{head} (head)" if head else ", ".join(sorted(n for n, i in ids.items() if i == reference))
     return Row("same build", ids[name], "FAIL",
                f"{owner} serves build {reference}: RPC needs one llama.cpp build on every host; run deploys/llama_cpp.py")

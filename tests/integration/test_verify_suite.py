@@ -132,3 +132,76 @@ def test_pyinfra_verify_prints_the_summary_and_writes_markdown(lab_hosts, tmp_pa
     for name in ("halo1", "halo2", "halo3"):
         assert f"| {name} | 120.00 GiB | 0.50 GiB | {PAGES_120} |" in text
         assert f"- {name}: llama.cpp WARN not built:" in text
+
+
+# --- on the cluster deploys/full.py provisioned (llama.cpp, RPC workers, head) -------------------
+
+
+@pytest.fixture
+def tuned_cluster(cluster):
+    """The provisioned cluster, booted with the kernel arguments (the lab's fake /proc/cmdline)."""
+    for host in cluster.hosts:
+        lab.set_gpu(host.name, GpuProfile(cmdline=TUNED_CMDLINE))
+    yield cluster
+    for host in cluster.hosts:
+        lab.set_gpu(host.name, GpuProfile())
+
+
+def cluster_suite(cluster, *args: str) -> subprocess.CompletedProcess:
+    """The suite with the --data the cluster was deployed with."""
+    return verify_suite(*args, *(f"--data={k}={v}" for k, v in cluster.data.items()), inventory=cluster.inventory)
+
+
+def test_the_whole_suite_passes_on_the_provisioned_cluster(tuned_cluster):
+    proc = cluster_suite(tuned_cluster, "tests/verify")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "does not exist yet" not in output  # every step's tests ran
+    for host in tuned_cluster.hosts:
+        line = " ".join(summary_line(output, host.name))
+        assert f"{host.address}:50052" in line and line.endswith("PASS"), line
+    assert "/health 200" in " ".join(summary_line(output, "halo1"))
+
+
+def test_a_stopped_rpc_unit_fails_with_its_journal(tuned_cluster):
+    lab.ssh("halo3", "systemctl stop halo-rpc@50052.service")
+    try:
+        proc = cluster_suite(tuned_cluster, "tests/verify/test_rpc.py", "-k", "active or listen")
+    finally:
+        lab.ssh("halo3", "systemctl start halo-rpc@50052.service")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert "halo3: halo-rpc@50052.service is inactive and enabled: run deploys/rpc_worker.py" in output
+    assert "Stopped" in output.split("journalctl -u halo-rpc@50052.service:")[1]  # the unit's own journal
+    assert f"halo3: nothing listens on {lab.SUBNET}.13:50052 (rpc_bind_address)" in output
+    assert "2 failed, 4 passed" in output
+
+
+def test_a_worker_on_another_build_fails(tuned_cluster):
+    # halo3's `current` points at a build with another id (the stamp is all the check reads).
+    prefix = "/opt/llama.cpp"
+    build = lab.ssh("halo3", f"basename $(readlink -f {prefix}/current)").stdout.strip()
+    other = "f" * 12 + build[12:]
+    lab.ssh("halo3", f"mkdir -p {prefix}/builds/{other} && sed 's/{build}/{other}/g' {prefix}/current/halo-build.json"
+                     f" > {prefix}/builds/{other}/halo-build.json && ln -sfn builds/{other} {prefix}/current")
+    try:
+        proc = cluster_suite(tuned_cluster, "tests/verify/test_llama_cpp.py")
+    finally:
+        lab.ssh("halo3", f"ln -sfn builds/{build} {prefix}/current && rm -rf {prefix}/builds/{other}")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert (f"halo3: llama.cpp build {other}: halo1 (head) serves build {build}: RPC needs one llama.cpp build "
+            "on every host") in output
+    assert "1 failed, 5 passed" in output
+
+
+def test_pyinfra_verify_judges_the_rpc_servers_and_the_head(tuned_cluster):
+    proc = tuned_cluster.run("deploys/verify.py")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    summary = output.split("Verify summary:")[1]
+    for host in tuned_cluster.hosts:
+        assert f"{host.name}: PASS" in output
+        line = next(line for line in summary.splitlines() if line.split()[:1] == [host.name])
+        assert f"{host.address}:50052" in line and line.rstrip().endswith("PASS"), line
+    assert "/health 200" in next(line for line in summary.splitlines() if line.startswith("halo1 "))

@@ -97,3 +97,33 @@ def test_the_suite_reads_facts_through_testinfra_with_their_own_commands():
     assert facts.kernel["release"] == os.uname().release
     assert facts.llama_cpp == {"current": None, "ref_commit": None}  # no /opt/llama.cpp here
     assert isinstance(facts.mem_total, int) and facts.mem_total > 0
+
+
+RPC = {"ports": {50052: "halo-rpc@50052.service"},
+       "units": {"halo-rpc@50052.service": {"active": "active", "enabled": "enabled"}},
+       "listeners": [{"address": "10.151.0.12", "port": 50052}, {"address": "0.0.0.0", "port": 22}]}
+WORKER = Settings(rpc_bind_address="10.151.0.12")
+
+
+def test_rpc_row_wants_active_units_listening_on_the_bind_address():
+    from deploys.verify import rpc_row
+
+    assert (rpc_row(RPC, WORKER).verdict, rpc_row(RPC, WORKER).value) == ("ok", "10.151.0.12:50052")
+    stopped = {**RPC, "units": {"halo-rpc@50052.service": {"active": "failed", "enabled": "enabled"}}, "listeners": []}
+    row = rpc_row(stopped, WORKER)
+    assert row.verdict == "FAIL"
+    assert row.why.startswith("halo-rpc@50052.service is failed and enabled; nothing listens on 10.151.0.12:50052")
+    everywhere = {**RPC, "listeners": [{"address": "0.0.0.0", "port": 50052}]}
+    assert "nothing listens on 10.151.0.12:50052" in rpc_row(everywhere, WORKER).why  # not on every address
+    assert rpc_row({**RPC, "units": {}}, WORKER).verdict == "WARN"  # not deployed yet
+
+
+def test_head_row_wants_health_200():
+    from deploys.verify import head_row
+
+    head = {"unit": "halo-llama-server.service", "state": {"active": "active", "enabled": "enabled"},
+            "url": "http://10.151.0.11:8080/health", "health": 200}
+    assert head_row(head) == Row("head", "/health 200")
+    row = head_row({**head, "health": 503})
+    assert (row.verdict, row.value) == ("FAIL", "/health 503") and "model loads" in row.why
+    assert head_row({**head, "health": None, "state": None}).verdict == "WARN"

@@ -3,44 +3,35 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 
-from deploys.checks import Row
 from tests.verify.halo import check, step_module
 
 pytestmark = pytest.mark.hosts_in("head")
 
-# GET a URL on the head itself; prints the status code, then the body (python3 is on every supported distro).
-GET = ("python3 -c 'import sys, urllib.request as u, urllib.error as e\n"
-       "try: r = u.urlopen(sys.argv[1], timeout=10); print(r.status); print(r.read().decode())\n"
-       "except e.HTTPError as x: print(x.code); print(x.read().decode())\n"
-       "except Exception as x: print(0); print(x)' ")
-
-
-def get(halo, path: str) -> tuple[int, str]:
-    step_module("head")
-    s = halo.settings
-    address = s.head_listen_address
-    host = f"[{address}]" if address.version == 6 else str(address)
-    out = halo.host.run(GET + f"http://{host}:{s.head_port}{path}").stdout
-    status, _, body = out.partition("\n")
-    return int(status or 0), body
-
 
 def test_head_health_is_200(halo):
-    status, body = get(halo, "/health")
-    halo.record(Row("head", f"/health {status}", "ok" if status == 200 else "FAIL"))
-    check(status == 200, f"{halo.name}: GET /health on port {halo.settings.head_port} answered {status}: {body[:300]} "
-                         "(503: still loading the model; 0: llama-server is not running: run deploys/head.py)")
+    head = step_module("head")
+    row = halo.row("head")
+    journal = "" if row.verdict == "ok" else halo.host.run(
+        f"journalctl -u {head.UNIT} -n 15 --no-pager -o short-iso").stdout.rstrip()
+    check(row.verdict == "ok", f"{halo.name}: head {row.value}: {row.why}\njournalctl -u {head.UNIT}:\n{journal}")
 
 
 def test_head_lists_the_model(halo):
-    status, body = get(halo, "/v1/models")
-    check(status == 200, f"{halo.name}: GET /v1/models answered {status}: {body[:300]}")
-    ids = [m.get("id", "") for m in json.loads(body).get("data", [])]
+    head = step_module("head")
     s = halo.settings
-    wanted = Path(s.model_path or s.model_url or "").name
-    check(wanted and any(wanted in i or Path(i).name == wanted for i in ids),
-          f"{halo.name}: /v1/models lists {ids}, not the model {wanted or '(no model_path / model_url set)'}")
+    url = head.health_url(s).removesuffix("/health") + "/v1/models"
+    key = f'k=$(head -n1 {shlex.quote(s.head_api_key_file)}); ' if s.head_api_key_file else "k=; "
+    result = halo.host.run(key + f'curl -s -m 10 ${{k:+-H "Authorization: Bearer $k"}} {shlex.quote(url)}')
+    try:
+        ids = [m.get("id", "") for m in json.loads(result.stdout).get("data", [])]
+    except (ValueError, AttributeError):
+        ids = None
+    check(ids is not None, f"{halo.name}: GET {url} did not answer JSON: {result.stdout[:300]!r} {result.stderr[:300]}")
+    wanted = head.model_file(s)
+    check(any(i == wanted or Path(i).name == Path(wanted).name for i in ids),
+          f"{halo.name}: /v1/models lists {ids}, not the model {wanted}: run deploys/head.py")
