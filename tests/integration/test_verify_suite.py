@@ -110,6 +110,28 @@ def test_the_expectation_comes_from_the_inventory_data(tuned_lab, tmp_path: Path
     assert "3 failed" in proc.stdout, proc.stdout + proc.stderr
 
 
+def test_gpu_checks_skip_without_an_amdgpu_card_but_the_hip_backend_wants_one(tuned_lab, set_gpu):
+    set_gpu("halo2", GpuProfile(present=False, cmdline=TUNED_CMDLINE))
+    proc = verify_suite("tests/verify/test_gpu.py", "tests/verify/test_host.py", "-k", "gpu or amdgpu", "-rs",
+                        inventory=tuned_lab)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert output.count("halo2 has no amdgpu card (no /sys/class/drm/card*/device driven by amdgpu)") == 5
+    assert "halo2: GPU FAIL: no amdgpu card: no card in /sys/class/drm is driven by amdgpu" in output
+    assert "1 failed, 15 passed, 5 skipped" in output
+
+
+def test_a_non_root_user_verifies_with_sudo(lab_hosts):
+    lab.ssh("halo1", "id verify >/dev/null 2>&1 || useradd -m -s /bin/bash verify; install -d -o verify -m 700 "
+                     "~verify/.ssh && install -o verify -m 600 /root/.ssh/authorized_keys ~verify/.ssh/ && "
+                     "echo 'verify ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/verify")
+    proc = verify_suite("tests/verify/test_host.py", "tests/verify/test_gpu.py", "-k", "kernel_release or mes",
+                        "--sudo", "-v", hosts="ssh://verify@halo1")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "test_mes_firmware_is_not_the_bad_one[ssh://halo1] PASSED" in output
+
+
 def test_hosts_come_from_the_inventory_when_none_are_given(lab_hosts):
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--inventory={lab.STATE / 'inventory.py'}",
            "tests/verify/test_host.py", "-k", "kernel_release", "-v"]
