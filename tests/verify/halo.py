@@ -145,7 +145,7 @@ class HaloHost:
         return found[0]
 
     def record(self, row: Row) -> None:
-        """Add a row a test judged (RPC, head) to this host's report and summary line."""
+        """Add a row a test judged across hosts (same build) to this host's report and summary line."""
         self.report.rows = [r for r in self.report.rows if r.subject != row.subject] + [row]
 
 
