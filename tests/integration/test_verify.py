@@ -56,8 +56,9 @@ def test_verify_explains_an_old_kernel_gtt_and_a_big_carve_out(lab_inventory, se
 def test_bad_inventory_value_stops_the_run_before_any_operation(lab_hosts, tmp_path: Path):
     inventory = tmp_path / "inventory.py"
     text = (lab.STATE / "inventory.py").read_text()
-    inventory.write_text(text.replace("'rpc_bind_address': '10.151.0.12'",
-                                      "'rpc_bind_address': '10.151.0.12', 'ttm_gib': 'lots'"))
+    halo2 = f"'rpc_bind_address': '{lab.SUBNET}.12'"
+    assert halo2 in text
+    inventory.write_text(text.replace(halo2, halo2 + ", 'ttm_gib': 'lots'"))
     proc = pyinfra(str(inventory), "deploys/verify.py")
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
