@@ -6,10 +6,11 @@ hosts had first, update-grub stops at its first step: `grub-probe --target=devic
 so setting GRUB_DEVICE does not help. Pointing grub-probe at some other device, or swapping in a
 fake grub-mkconfig, would fake the very thing under test. So each lab host now gets what a real
 Debian box has (tests/lab/lab.py):
-- its root is an ext4 file system on a block device of its own (zram), visible inside the host, so
-  grub-probe resolves / as it does on a disk. A loop device is not enough: grub-mkconfig_lib treats
-  /dev/loopN as an image file and probes its backing file, which lives outside the host; and this
-  machine's kernel reads no partition tables, so a partitioned image cannot stand in for a disk;
+- its root is an ext4 file system on a block device of its own, visible inside the host, so
+  grub-probe resolves / as it does on a disk. The device is a loop device numbered 100 or more:
+  grub-mkconfig_lib takes /dev/loop0-9 for a loop-mounted image file and probes the backing file,
+  which lives outside the host, while larger numbers are probed as disks. (zram also works but
+  keeps every block in RAM, and this machine's kernel reads no partition tables);
 - Debian's linux-image-cloud-amd64 (with its initramfs) is in /boot, so 10_linux writes a menu
   entry that carries GRUB_CMDLINE_LINUX_DEFAULT;
 - /etc/default/grub is the template grub-pc's postinst installs. grub-pc itself is not installed:
@@ -61,7 +62,7 @@ def test_grub_sets_the_arguments_keeps_the_others_and_a_second_run_changes_nothi
         assert ssh(name, f"cat {shlex.quote(backups[0])}") == text
         # The default entry update-grub wrote boots the Debian kernel with the arguments.
         line = ssh(name, FIRST_LINUX_LINE).split()
-        assert line[0].startswith("/boot/vmlinuz-") and line[1].startswith("root=/dev/zram")
+        assert line[0].startswith("/boot/vmlinuz-") and line[1].startswith("root=/dev/loop")
         assert line[1:] == ["root=" + line[1].split("=", 1)[1], "ro", *wanted[name].split()]
 
     assert_no_changes(pyinfra(lab_inventory, "deploys/grub.py"))
@@ -90,7 +91,7 @@ def test_a_failing_grub_mkconfig_fails_the_host_and_puts_both_files_back(lab_inv
 
 def test_a_host_booted_with_the_arguments_needs_no_reboot_and_nothing_changes(lab_inventory, set_gpu):
     pyinfra(lab_inventory, "deploys/grub.py", "--limit", "halo3", check=True)  # the configuration is in place
-    set_gpu("halo3", GpuProfile(cmdline=f"BOOT_IMAGE=/boot/vmlinuz-6.1.0-50-cloud-amd64 root=/dev/zram3 ro quiet {OURS}"))
+    set_gpu("halo3", GpuProfile(cmdline=f"BOOT_IMAGE=/boot/vmlinuz-6.1.0-50-cloud-amd64 root=/dev/loop302 ro quiet {OURS}"))
     for data in ({}, {"reboot_allowed": "True"}):
         proc = pyinfra(lab_inventory, "deploys/grub.py", "--limit", "halo3", data=data)
         assert_no_changes(proc)

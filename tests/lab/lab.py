@@ -3,9 +3,10 @@
 Each lab host is a systemd container (``systemd-nspawn --boot``) with its own network namespace on
 the bridge ``halo-lab0`` (10.151.0.0/24, this machine is 10.151.0.1), root SSH with a key the lab
 generates, and per-host SSH host keys the lab records in a known_hosts file. Its root file system
-is an ext4 file system on a block device of its own (zram), made from a Debian rootfs that
-debootstrap builds once (cached under ``HALO_LAB_CACHE``). So grub-probe and update-grub work as
-on a real box (on an overlay root grub-probe fails), and /boot has a Debian kernel for grub.cfg.
+is an ext4 file system on a block device of its own (a loop device over a sparse image file),
+made from a Debian rootfs that debootstrap builds once (cached under ``HALO_LAB_CACHE``). So
+grub-probe and update-grub work as on a real box (on an overlay root grub-probe fails), and /boot
+has a Debian kernel for grub.cfg.
 The fake GPU is only what the kernel would expose: files under /var/lib/halo-lab/sysfs in the host,
 laid over /sys/class/drm, /sys/class/kfd, /sys/module/ttm, ... at boot (fake-sysfs.sh).
 
@@ -53,7 +54,9 @@ PACKAGES = [
     "linux-image-cloud-amd64",  # a kernel (and its initramfs) in /boot, so grub.cfg gets a menu entry
 ]
 ROOTFS_LAYOUT = 2  # bump when the rootfs preparation below changes
-ROOT_DISK_SIZE = "32G"  # zram: takes only the RAM the host's files use, compressed
+ROOT_DISK_BYTES = 32 << 30  # sparse image file: takes only the space the host's files use
+LOOP_FIRST = 100  # lab root devices are /dev/loop100 and up (100 per HALO_LAB_ID), see make_root_disk
+LOOP_CTL_ADD = 0x4C80
 BOOT_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 30
 
@@ -226,9 +229,10 @@ def check_names(hosts: list[LabHost]) -> None:
 def prepare_host(host: LabHost, lower: Path, pubkey: str, all_hosts: list[LabHost]) -> None:
     """The host's root device made from the cached rootfs and mounted; then the per-host files."""
     host.root.mkdir(parents=True, exist_ok=True)
-    disk = make_root_disk(lower, host.name)
+    disk = make_root_disk(host.dir / "disk.img", lower, host.name)
     (host.dir / "disk.device").write_text(disk)
     run("mount", disk, str(host.root))
+    run("losetup", "--detach", disk)  # autoclear: the loop device goes when its file system is unmounted
     root = host.root
     (root / "etc/hostname").write_text(host.name + "\n")
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
@@ -245,37 +249,53 @@ def prepare_host(host: LabHost, lower: Path, pubkey: str, all_hosts: list[LabHos
     (host.dir / "host.json").write_text(json.dumps({**asdict(host), "rootfs": str(lower)}, indent=1))
 
 
-def make_root_disk(rootfs: Path, label: str) -> str:
-    """A new zram block device holding `rootfs` as ext4; returns its path (/dev/zramN).
+def make_root_disk(image: Path, rootfs: Path, label: str) -> str:
+    """`rootfs` as ext4 in a sparse image file, attached to a loop device numbered 100 or more.
 
-    zram keeps the blocks compressed in RAM, and only the ones written. A loop device would not
-    do: GRUB treats a loop device as an image file on another disk (grub-mkconfig_lib follows it
-    to its backing file, which is not inside the host), and this kernel reads no partition tables.
+    A host's root must be a block device for grub-probe. GRUB's scripts take /dev/loop0 to
+    /dev/loop9 for loop-mounted image files and look for the backing file, which is not inside
+    the host; they probe larger numbers as disks. (zram worked too, but it keeps every written
+    block in RAM, and this kernel reads no partition tables, so no partitioned image either.)
     """
-    control = Path("/sys/class/zram-control")
-    if not control.is_dir():
-        run("modprobe", "zram", "num_devices=0", check=False)
-    if not control.is_dir():
-        raise LabError("the lab needs zram (CONFIG_ZRAM) for the hosts' root file systems: modprobe zram")
-    number = (control / "hot_add").read_text().strip()
-    Path(f"/sys/block/zram{number}/disksize").write_text(ROOT_DISK_SIZE)
-    run("mkfs.ext4", "-q", "-L", label, "-d", str(rootfs), f"/dev/zram{number}")
-    return f"/dev/zram{number}"
+    with open(image, "wb") as f:
+        f.truncate(ROOT_DISK_BYTES)
+    run("mkfs.ext4", "-q", "-L", label, "-d", str(rootfs), str(image))
+    control = os.open("/dev/loop-control", os.O_RDWR)
+    try:
+        for number in range(LOOP_FIRST + 100 * LAB_ID, LOOP_FIRST + 100 * LAB_ID + 100):
+            try:
+                fcntl.ioctl(control, LOOP_CTL_ADD, number)
+            except FileExistsError:
+                pass
+            if run("losetup", f"/dev/loop{number}", str(image), check=False).returncode == 0:
+                return f"/dev/loop{number}"
+    finally:
+        os.close(control)
+    raise LabError(f"no free loop device from /dev/loop{LOOP_FIRST + 100 * LAB_ID} on: losetup --list")
 
 
-def remove_root_disks(devices: list[str], timeout: float = STOP_TIMEOUT_S) -> None:
-    """Free the hosts' zram devices (their RAM) once unmounted; any still busy are retried by the next stop."""
-    pending_file = STATE / "zram-pending"
-    if pending_file.is_file():
-        devices = devices + pending_file.read_text().split()
+def release_root_disks(devices: list[str], timeout: float = STOP_TIMEOUT_S) -> None:
+    """Wait until the hosts' root devices are free after the unmounts, then remove them.
+
+    Loop devices detach by themselves once unmounted (autoclear). zram devices (from an older lab)
+    are reset. Devices still busy at the timeout are retried by the next stop (``disks`` in leftovers()).
+    """
+    pending_file = STATE / "disks-pending"
+    for old in (pending_file, STATE / "zram-pending"):  # zram-pending: written by an older lab
+        if old.is_file():
+            devices = devices + old.read_text().split()
+            old.unlink()
     pending = list(dict.fromkeys(devices))
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         for device in list(pending):
-            number = device.removeprefix("/dev/zram")
+            name = device.removeprefix("/dev/")
             try:
-                Path(f"/sys/block/zram{number}/reset").write_text("1")
-                Path("/sys/class/zram-control/hot_remove").write_text(number)
+                if name.startswith("zram"):
+                    Path(f"/sys/block/{name}/reset").write_text("1")
+                    Path("/sys/class/zram-control/hot_remove").write_text(name.removeprefix("zram"))
+                elif Path(f"/sys/block/{name}/loop").exists():
+                    continue  # still attached: its file system is not gone yet
             except FileNotFoundError:
                 pass
             except OSError:  # busy until its file system is gone
@@ -510,7 +530,7 @@ def stop() -> None:
             run("umount", str(d / "root"), check=False)
     for mount in reversed(lab_mounts()):
         run("umount", "-l", mount, check=False)
-    remove_root_disks([(d / "disk.device").read_text() for d in dirs if (d / "disk.device").is_file()])
+    release_root_disks([(d / "disk.device").read_text() for d in dirs if (d / "disk.device").is_file()])
     for ns in lab_netns():
         run("ip", "netns", "del", ns, check=False)
     for link in lab_links():
@@ -571,7 +591,7 @@ def lab_nft_tables() -> list[str]:
 
 def leftovers() -> dict[str, list[str]]:
     """What a stopped lab must not leave: empty lists everywhere."""
-    pending = STATE / "zram-pending"  # root devices a stop could not free yet
+    pending = STATE / "disks-pending"  # root devices a stop could not free yet
     return {"processes": lab_processes(), "mounts": lab_mounts(), "links": lab_links(), "netns": lab_netns(),
             "nft": lab_nft_tables(), "disks": pending.read_text().split() if pending.is_file() else []}
 
