@@ -46,6 +46,7 @@ __all__ = [
     "HEAD_GROUP",
     "PREFIXES",
     "RPC_WORKERS_GROUP",
+    "RpcInstance",
     "TTM_PAGES_PER_GIB",
     "VARIABLES",
     "Settings",
@@ -64,6 +65,7 @@ RPC_WORKERS_GROUP = "rpc_workers"
 # Host data keys starting with one of these belong to halo-provision: a key with
 # such a prefix that is not a Settings field is a typo and an error.
 PREFIXES = (
+    "llama_cpp_",
     "kernel_",
     "firmware_",
     "ttm_",
@@ -75,6 +77,7 @@ PREFIXES = (
     "rocm_",
     "rpc_",
     "head_",
+    "model_",
 )
 
 DEFAULT_FIX = "the inventory's host data or group_data/all.py"
@@ -101,6 +104,10 @@ _GPU_TARGET_RE = r"^gfx[0-9]{3,4}[0-9a-f]?$"
 _USER_NAME_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
 # A kernel argument: "key=value" or a flag; nothing that needs quoting in /etc/default/grub or a shell.
 _KERNEL_ARG_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(=[A-Za-z0-9_.,:/@%+=~*-]*)?$"
+_GIT_URL_RE = r"^((https?|git|ssh|file)://\S+|/\S*)$"
+_GIT_REF_RE = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$"
+_ABS_PATH_RE = r"^/[A-Za-z0-9._/-]*$"
+_CMAKE_ARG_RE = r"^-D[A-Za-z_][A-Za-z0-9_]*(:[A-Z]+)?=\S*$"
 
 
 def _check_kernel_version(value: str) -> str:
@@ -110,6 +117,12 @@ def _check_kernel_version(value: str) -> str:
         Version(value)
     except InvalidVersion as e:  # pragma: no cover - the regex already guarantees it
         raise ValueError(str(e)) from e
+    return value
+
+
+def _check_git_ref(value: str) -> str:
+    if ".." in value or value.endswith((".lock", "/", ".")):
+        raise ValueError("not a git ref")
     return value
 
 
@@ -158,6 +171,26 @@ BindAddress = Annotated[
 GpuTarget = Annotated[str, Strict(), StringConstraints(pattern=_GPU_TARGET_RE)]
 UserName = Annotated[str, Strict(), StringConstraints(pattern=_USER_NAME_RE)]
 HttpUrl = Annotated[str, Strict(), StringConstraints(pattern=_HTTP_URL_RE)]
+# ggml device names for `ggml-rpc-server -d`, e.g. "ROCm0" or "Vulkan0,Vulkan1".
+DeviceList = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")]
+
+
+# llama-server's KV cache types (-ctk/-ctv), as its --help lists them.
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+KvCacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+AbsPath = Annotated[str, Strict(), StringConstraints(pattern=_ABS_PATH_RE)]
+Sha256 = Annotated[str, Strict(), StringConstraints(pattern=_SHA256_RE), AfterValidator(str.lower)]
+
+
+class RpcInstance(BaseModel):
+    """One llama.cpp RPC server of a worker (unit halo-rpc@<port>); device and threads are optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    port: Port
+    device: DeviceList | None = None
+    threads: Annotated[int, Strict(), Field(ge=1, le=1024)] | None = None
+
 
 # What is valid, per variable: the tail of "... is invalid: expected <this>."
 VALID: dict[str, str] = {
@@ -191,6 +224,21 @@ VALID: dict[str, str] = {
         "e.g. '10.151.0.12', or None on hosts that are not in group rpc_workers"
     ),
     "rpc_allow_any_address": "True or False",
+    "rpc_instances": (
+        "a list of RPC servers such as [{'port': 50052, 'device': 'ROCm0', 'threads': 8}] "
+        "(port 1 to 65535, each port once; optional device: ggml device names separated by commas; "
+        "optional threads 1 to 1024), or [] for one server on rpc_port"
+    ),
+    "llama_cpp_repo": (
+        "a git repository URL (https://, http://, git://, ssh://, file://) or an absolute path, "
+        "e.g. 'https://github.com/ggml-org/llama.cpp'"
+    ),
+    "llama_cpp_ref": "a release tag such as 'b10760' or a commit hash (7 to 40 hex digits)",
+    "llama_cpp_backend": "one of 'hip' (ROCm), 'vulkan' or 'cpu'",
+    "llama_cpp_prefix": "an absolute directory path such as '/opt/llama.cpp'",
+    "llama_cpp_build_once": "True (build on one host per distro and backend, copy to the others) or False",
+    "llama_cpp_cmake_extra_args": "a list of CMake cache settings such as ['-DGGML_HIP_NO_VMM=ON']",
+    "llama_cpp_build_jobs": "a whole number of parallel compile jobs from 1 to 256, or None for all cores",
     "rocm_source": (
         "one of 'distro' (Fedora's or Debian 13's own packages), 'amd-repo' (AMD's apt repository, "
         "Ubuntu and Debian) or 'therock' (a TheRock tarball from rocm_tarball_url)"
@@ -213,6 +261,24 @@ VALID: dict[str, str] = {
         "an IPv4 or IPv6 address (not a host name), or None for the host's rpc_bind_address "
         "if set, else 127.0.0.1"
     ),
+    "head_gpu_layers": "'all', 'auto' or a whole number of layers from 0 to 100000 to offload",
+    "head_flash_attn": "one of 'on', 'off' or 'auto'",
+    "head_ctx_size": "a whole number of tokens from 0 (the model's own) to 16777216",
+    "head_parallel": "a whole number of server slots from 1 to 256",
+    "head_cache_type_k": "one of " + ", ".join(repr(t) for t in KV_CACHE_TYPES),
+    "head_cache_type_v": "one of " + ", ".join(repr(t) for t in KV_CACHE_TYPES),
+    "head_tensor_split": (
+        "a list of non-negative proportions such as [3, 1, 1], at least one above 0 (one per device: "
+        "the --rpc servers in inventory order, then the head's own GPU), or None for llama.cpp's split"
+    ),
+    "head_metrics": "True (serve Prometheus metrics on /metrics) or False",
+    "head_log_verbosity": "a whole number from 0 (errors only) to 5 (debug); 4 logs where each buffer went",
+    "head_api_key_file": "an absolute path of a root-only file on the head holding the API key(s), or None",
+    "head_ready_timeout_s": "a whole number of seconds from 10 to 86400",
+    "model_path": "an absolute path of a GGUF file on the head, such as '/srv/models/model.gguf', or None",
+    "model_url": "an http:// or https:// URL of a GGUF file, or None",
+    "model_sha256": "the sha256 of the file at model_url as 64 hex digits, or None",
+    "model_dir": "an absolute directory path such as '/var/lib/halo-provision/models'",
 }
 
 
@@ -247,6 +313,20 @@ class Settings(BaseModel):
     rpc_port: Port = 50052
     rpc_bind_address: BindAddress = None
     rpc_allow_any_address: Annotated[bool, Strict()] = False
+    rpc_instances: list[RpcInstance] = []
+
+    # llama.cpp build (every host of the cluster)
+    llama_cpp_repo: Annotated[str, Strict(), StringConstraints(pattern=_GIT_URL_RE)] = (
+        "https://github.com/ggml-org/llama.cpp"
+    )
+    llama_cpp_ref: Annotated[
+        str, Strict(), StringConstraints(pattern=_GIT_REF_RE), AfterValidator(_check_git_ref)
+    ] = "b10760"
+    llama_cpp_backend: Literal["hip", "vulkan", "cpu"] = "hip"
+    llama_cpp_prefix: Annotated[str, Strict(), StringConstraints(pattern=_ABS_PATH_RE)] = "/opt/llama.cpp"
+    llama_cpp_build_once: Annotated[bool, Strict()] = True
+    llama_cpp_cmake_extra_args: list[Annotated[str, Strict(), StringConstraints(pattern=_CMAKE_ARG_RE)]] = []
+    llama_cpp_build_jobs: Annotated[int, Strict(), Field(ge=1, le=256)] | None = None
 
     # ROCm (deploys/rocm.py)
     rocm_source: Literal["distro", "amd-repo", "therock"] = "distro"
@@ -261,14 +341,32 @@ class Settings(BaseModel):
         Annotated[str, Strict(), StringConstraints(pattern=_PACKAGE_NAME_RE), AfterValidator(_check_not_dkms)]
     ] = []
 
-    # llama-server (head)
+    # llama-server (head; deploys/head.py)
     head_port: Port = 8080
     head_bind_address: BindAddress = None
+    head_gpu_layers: Annotated[int, Strict(), Field(ge=0, le=100000)] | Literal["all", "auto"] = "all"
+    head_flash_attn: Literal["on", "off", "auto"] = "on"
+    head_ctx_size: Annotated[int, Strict(), Field(ge=0, le=16_777_216)] = 16384
+    head_parallel: Annotated[int, Strict(), Field(ge=1, le=256)] = 1
+    head_cache_type_k: KvCacheType = "f16"
+    head_cache_type_v: KvCacheType = "f16"
+    head_tensor_split: Annotated[list[Annotated[float, Strict(), Field(ge=0)]], Field(min_length=1)] | None = None
+    head_metrics: Annotated[bool, Strict()] = True
+    head_log_verbosity: Annotated[int, Strict(), Field(ge=0, le=5)] = 4
+    head_api_key_file: AbsPath | None = None
+    head_ready_timeout_s: Annotated[int, Strict(), Field(ge=10, le=86400)] = 600
+
+    # the model llama-server serves (head; deploys/head.py)
+    model_path: AbsPath | None = None
+    model_url: HttpUrl | None = None
+    model_sha256: Sha256 | None = None
+    model_dir: AbsPath = "/var/lib/halo-provision/models"
 
     _host_name: str = PrivateAttr(default="<host>")
     _groups: tuple[str, ...] = PrivateAttr(default=())
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
     _fix: dict[str, str] = PrivateAttr(default_factory=dict)
+    _ssh_hostname: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _cross_field(self) -> Settings:
@@ -294,6 +392,11 @@ class Settings(BaseModel):
                         "or set rpc_allow_any_address = True to accept the risk",
                     )
                 )
+        ports = [instance.port for instance in self.rpc_instances]
+        for port in sorted({p for p in ports if ports.count(p) > 1}):
+            issues.append(
+                ("rpc_instances", f"port {port} is used by {ports.count(port)} instances; expected each on its own port")
+            )
         issues.extend(("kernel_extra_args", d) for d in _kernel_extra_args_problems(self))
         if self.rocm_source == "therock":
             needs = {
@@ -303,6 +406,7 @@ class Settings(BaseModel):
             for variable, expected in needs.items():
                 if getattr(self, variable) is None:
                     issues.append((variable, f"rocm_source is 'therock'; expected {expected}"))
+        issues.extend(_model_problems(self))
         if issues:
             raise PydanticCustomError(
                 "halo_cross_field",
@@ -357,6 +461,35 @@ class Settings(BaseModel):
             return None
         return _endpoint(self.rpc_bind_address, self.rpc_port)
 
+    @property
+    def rpc_servers(self) -> list[RpcInstance]:
+        """This worker's RPC servers: rpc_instances, or one on rpc_port when that list is empty."""
+        return list(self.rpc_instances) or [RpcInstance(port=self.rpc_port)]
+
+    @property
+    def rpc_endpoints(self) -> list[str]:
+        """'address:port' of each of this worker's RPC servers (for the head's --rpc list)."""
+        if self.rpc_bind_address is None:
+            return []
+        return [_endpoint(self.rpc_bind_address, server.port) for server in self.rpc_servers]
+
+    @property
+    def head_source_address(self) -> IPAddress | None:
+        """The address this head's connections to the RPC servers come from; their firewalls allow it.
+
+        rpc_bind_address (its cluster-link address), else head_bind_address, else ssh_hostname when
+        that is an IP address; unspecified and loopback addresses do not count. None: none of those.
+        """
+        candidates = [self.rpc_bind_address, self.head_bind_address]
+        try:
+            candidates.append(ipaddress.ip_address(str(self._ssh_hostname)))
+        except ValueError:
+            pass
+        for address in candidates:
+            if address is not None and not (address.is_unspecified or address.is_loopback):
+                return address
+        return None
+
     def wanted_ttm_gib(self, installed_ram_bytes: int) -> int:
         """GiB the GPU may map through TTM/GTT: ttm_gib, or floor(installed GiB) - os_reserve_gib."""
         if isinstance(installed_ram_bytes, bool) or not isinstance(installed_ram_bytes, int):
@@ -408,6 +541,22 @@ class Settings(BaseModel):
             detail,
             fix or self._fix.get(variable, DEFAULT_FIX),
         )
+
+
+def _model_problems(s: Settings) -> list[tuple[str, str]]:
+    """model_url needs model_sha256 and excludes model_path; a tensor split needs a non-zero entry."""
+    problems = []
+    if s.model_url is not None and s.model_path is not None:
+        problems.append(("model_url", "model_path is set too; expected one of them (None for the other)"))
+    if s.model_url is not None and s.model_sha256 is None:
+        problems.append(("model_sha256", "model_url is set; expected the file's sha256 (64 hex digits), "
+                         "checked before llama-server uses the download"))
+    if s.model_sha256 is not None and s.model_url is None:
+        problems.append(("model_sha256", "it checks downloads only, and model_url is None; expected None, "
+                         "or set model_url"))
+    if s.head_tensor_split is not None and not any(s.head_tensor_split):
+        problems.append(("head_tensor_split", "every entry is 0; " + VALID["head_tensor_split"]))
+    return problems
 
 
 def _kernel_extra_args_problems(s: Settings) -> list[str]:
@@ -540,12 +689,23 @@ def _validate_host(host: Host) -> tuple[Settings | None, list[str]]:
     result._groups = tuple(host.groups)
     result._raw = raw
     result._fix = {variable: fix(variable) for variable in VARIABLES}
+    result._ssh_hostname = data.get("ssh_hostname")
     return result, problems
 
 
 # ---------------------------------------------------------------------------
 # Inventory-wide validation
 # ---------------------------------------------------------------------------
+
+
+def _addresses_of(s: Settings) -> set[IPAddress]:
+    """The host's own specific addresses the data names: rpc_bind_address, head_bind_address, ssh_hostname."""
+    found = {s.rpc_bind_address, s.head_bind_address}
+    try:
+        found.add(ipaddress.ip_address(str(s._ssh_hostname)))
+    except ValueError:
+        pass
+    return {a for a in found if a is not None and not (a.is_unspecified or a.is_loopback)}
 
 
 def _cross_host_problems(inventory: Inventory, valid: dict[str, Settings]) -> list[str]:
@@ -566,37 +726,86 @@ def _cross_host_problems(inventory: Inventory, valid: dict[str, Settings]) -> li
                 )
             )
 
-    # No two RPC servers on one address:port (the head could only reach one of them).
+    # ... where the heads on other hosts reach it: not loopback, and not a head's own address
+    # (that head's --rpc list would name the head itself, where no RPC server listens).
+    heads_valid = [valid[name] for name in heads if name in valid]
+    for s in workers:
+        address = s.rpc_bind_address
+        others = [h for h in heads_valid if h.host_name != s.host_name]
+        if address is None or not others:
+            continue
+        if address.is_loopback:
+            problems.append(
+                s._problem(
+                    "rpc_bind_address",
+                    f"a loopback address is reachable from {s.host_name} only, and head "
+                    f"{others[0].host_name} connects to it from another host; expected the address of "
+                    f"{s.host_name}'s cluster-link interface, e.g. '10.151.0.12'",
+                )
+            )
+            continue
+        for h in others:
+            if address in _addresses_of(h) and not (h.is_rpc_worker and h.rpc_bind_address == address):
+                problems.append(
+                    s._problem(
+                        "rpc_bind_address",
+                        f"it is an address of head {h.host_name}, which is not an RPC worker there, so "
+                        f"{h.host_name}'s --rpc list would name {h.host_name} itself; expected "
+                        f"{s.host_name}'s own cluster-link address",
+                    )
+                )
+
+    # No two RPC servers on one address:port (the head could only reach one of them); every
+    # instance of rpc_instances counts.
     taken: dict[tuple[IPAddress, int], str] = {}
     for s in workers:
         address = s.rpc_bind_address
         if address is None or address.is_unspecified:
             continue
-        key = (address, s.rpc_port)
-        if key in taken:
-            problems.append(
-                s._problem(
-                    "rpc_bind_address",
-                    f"{taken[key]} already runs an RPC server on {_endpoint(*key)}; expected "
-                    "each worker's own cluster-link address (or a different rpc_port)",
+        for port in sorted({server.port for server in s.rpc_servers}):
+            key = (address, port)
+            if key in taken:
+                problems.append(
+                    s._problem(
+                        "rpc_bind_address",
+                        f"{taken[key]} already runs an RPC server on {_endpoint(*key)}; expected "
+                        "each worker's own cluster-link address (or a different rpc_port / rpc_instances port)",
+                    )
                 )
-            )
-        else:
-            taken[key] = s.host_name
+            else:
+                taken[key] = s.host_name
 
-    # llama-server and the RPC server on one host must not share a port.
+    # llama-server and the RPC servers on one host must not share a port.
     for s in workers:
-        if not s.is_head or s.head_port != s.rpc_port:
+        ports = [server.port for server in s.rpc_servers]
+        if not s.is_head or s.head_port not in ports:
             continue
         head_address, rpc_address = s.head_listen_address, s.rpc_bind_address or s.head_listen_address
         if head_address == rpc_address or head_address.is_unspecified or rpc_address.is_unspecified:
+            source = "rpc_instances" if s.rpc_instances else "rpc_port"
             problems.append(
                 s._problem(
                     "head_port",
                     f"{s.host_name} is head and RPC worker, and its RPC server already uses port "
-                    f"{s.rpc_port} on {rpc_address}; expected a head_port different from rpc_port",
+                    f"{s.head_port} on {rpc_address}; expected a head_port different from every port of {source}",
                 )
             )
+
+    # The workers' firewalls open the RPC ports to the heads' addresses only: each head needs one.
+    if workers:
+        for h in inventory:
+            head = valid.get(h.name)
+            if head is not None and head.is_head and head.head_source_address is None:
+                problems.append(
+                    head._problem(
+                        "rpc_bind_address",
+                        f"{h.name} is in group {HEAD_GROUP}, and the RPC workers' firewalls accept "
+                        "connections from the head's address only, but it has none: expected its "
+                        "cluster-link address as rpc_bind_address (or head_bind_address, or an IP "
+                        "address as ssh_hostname)",
+                        fix=f"the inventory's host data of {h.name}",
+                    )
+                )
 
     # Workers are useless without a head that runs llama-server.
     if all_workers and not heads:

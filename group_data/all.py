@@ -63,9 +63,59 @@ rpc_port = 50052
 rpc_bind_address = None
 # Allow rpc_bind_address 0.0.0.0, :: or a public address (the RPC server has no authentication).
 rpc_allow_any_address = False
+# RPC servers of this worker, e.g. [{"port": 50052, "device": "ROCm0", "threads": 8}]; [] = one on rpc_port.
+rpc_instances = []
+
+# --- llama.cpp build (every host: one commit for the whole cluster) ---
+# Git repository of llama.cpp (a URL or a path on the host).
+llama_cpp_repo = "https://github.com/ggml-org/llama.cpp"
+# Release tag or commit built on every host; RPC client and servers must run the same one.
+llama_cpp_ref = "b10760"
+# GPU backend: "hip" (ROCm, GPU_TARGETS from gpu_targets), "vulkan" or "cpu"; GGML_RPC is always on.
+llama_cpp_backend = "hip"
+# Where sources (src/), builds (builds/<commit>-<flags>/) and the `current` link live.
+llama_cpp_prefix = "/opt/llama.cpp"
+# Build on one host per distro and backend, copy the result to the others (one binary everywhere).
+llama_cpp_build_once = True
+# Extra CMake settings added to the build, e.g. ["-DGGML_HIP_NO_VMM=ON"]; part of the build's identity.
+llama_cpp_cmake_extra_args = []
+# Parallel compile jobs; None = all cores of the build host.
+llama_cpp_build_jobs = None
 
 # --- llama-server (hosts in group head) ---
 # TCP port of llama-server.
 head_port = 8080
 # Address llama-server binds; None = the host's rpc_bind_address if set, else 127.0.0.1.
 head_bind_address = None
+# Layers offloaded to the GPU and the RPC servers: "all", "auto" or a number (-ngl).
+head_gpu_layers = "all"
+# Flash attention: "on", "off" or "auto" (-fa).
+head_flash_attn = "on"
+# Context size in tokens for all slots together; 0 = the model's own (-c).
+head_ctx_size = 16384
+# Parallel server slots, each gets head_ctx_size / head_parallel tokens (-np).
+head_parallel = 1
+# KV cache type of K: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1 (-ctk).
+head_cache_type_k = "f16"
+# KV cache type of V, same choices (-ctv).
+head_cache_type_v = "f16"
+# Proportions per device, --rpc servers first then the head's GPU, e.g. [1, 1, 2]; None = llama.cpp's split (-ts).
+head_tensor_split = None
+# Prometheus metrics on /metrics (--metrics).
+head_metrics = True
+# Log verbosity 0-5; 4 logs at load where each model and KV buffer went (RPC0[host:port] ...).
+head_log_verbosity = 4
+# Root-only file on the head with the API key(s), one per line; None = no key (--api-key-file).
+head_api_key_file = None
+# Seconds to wait for GET /health to answer 200 after a (re)start.
+head_ready_timeout_s = 600
+
+# --- the model llama-server serves (hosts in group head) ---
+# GGUF file on the head; or leave None and set model_url and model_sha256.
+model_path = None
+# URL of a GGUF file, downloaded once into model_dir (checked against model_sha256 first).
+model_url = None
+# sha256 of the file at model_url (64 hex digits).
+model_sha256 = None
+# Where downloaded models are kept on the head.
+model_dir = "/var/lib/halo-provision/models"
