@@ -11,6 +11,7 @@ from pyinfra import host
 from deploys.firmware import check_firmware
 from deploys.groups import gpu_groups
 from deploys.grub import grub_kernel_args
+from deploys.head import head
 from deploys.kernel import check_kernel
 from deploys.llama_cpp import llama_cpp
 from deploys.rocm import install_rocm
@@ -24,7 +25,8 @@ STEPS = [
     grub_kernel_args,
     install_rocm,
     llama_cpp,
-    # rpc_worker and head come here
+    # rpc_worker comes here
+    head,
     verify_host,
 ]
 

@@ -14,6 +14,7 @@ ASCII characters, so any text tokenizes.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -44,9 +45,13 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
 
 
 def write_tiny_model(path: str | Path) -> Path:
-    """Write the tiny model to `path` (parents created) and return the path."""
+    """Write the tiny model to `path` (parents created) and return the path.
+
+    The file appears whole or not at all (written aside, then renamed): a server may be serving it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tokens, scores, types = vocabulary()
     rng = np.random.default_rng(SEED)
 
@@ -57,7 +62,7 @@ def write_tiny_model(path: str | Path) -> Path:
         return np.ones(n, dtype=np.float32)
 
     head_dim = EMBED // HEADS
-    writer = GGUFWriter(path, "llama")
+    writer = GGUFWriter(partial, "llama")
     writer.add_name(NAME)
     writer.add_file_type(LlamaFileType.MOSTLY_F16)
     writer.add_context_length(CONTEXT)
@@ -97,6 +102,7 @@ def write_tiny_model(path: str | Path) -> Path:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    os.replace(partial, path)
     return path
 
 

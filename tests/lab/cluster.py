@@ -9,8 +9,10 @@ the internet: the llama.cpp source is the tree vendored by a PyPI package (llama
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 
+from tests.integration.tiny_model import write_tiny_model
 from tests.lab import lab
 from tests.lab.llama_source import TAG, llama_repo, serve
 
@@ -21,6 +23,7 @@ HOSTS = ["halo1:12", "halo2:12", "halo3:12"]  # one distro: llama.cpp is built o
 def cluster_inputs():
     """Serve the inputs for the duration of the block; yields the pyinfra --data for the cluster."""
     repo = llama_repo()
+    model = write_tiny_model(repo.parent / "tiny.gguf")  # served next to the repository
     bridge = f"{lab.SUBNET}.1"
     server, port = serve(repo.parent, bridge)
     try:
@@ -28,6 +31,8 @@ def cluster_inputs():
             "llama_cpp_repo": f"http://{bridge}:{port}/{repo.name}",
             "llama_cpp_ref": TAG,
             "llama_cpp_backend": "cpu",
+            "model_url": f"http://{bridge}:{port}/{model.name}",
+            "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
         }
     finally:
         server.shutdown()

@@ -1,0 +1,376 @@
+"""Serve the model with llama-server on the head, its layers spread over the RPC workers.
+
+    pyinfra inventories/lab.py deploys/head.py      # after deploys/llama_cpp.py and deploys/rpc_worker.py
+
+On each host in group head:
+
+- the model: `model_path` (a GGUF file already on the head), or `model_url`, downloaded once into
+  `model_dir` and checked against `model_sha256` before it takes the file's place (a stamp
+  `<file>.sha256` records the check, so later runs do not hash the model again);
+- the system user `llama-server` (no login shell, no home) in the groups render and video;
+- /etc/halo-provision/llama-server.env (root-only): llama-server's settings as the LLAMA_ARG_*
+  variables it reads for each flag: model, --host/--port, -ngl, -fa, -c, -np, -ctk/-ctv,
+  --metrics, the log verbosity, --rpc, -ts, and the load mode DirectIO, spelt as the built binary's
+  --help says (`--load-mode dio`, or `-dio` on older builds: probed when the file is written);
+- halo-llama-server.service, hardened, running `<llama_cpp_prefix>/current/bin/llama-server`;
+  with `head_api_key_file`, systemd hands that root-only file to the service as a credential
+  (LoadCredential=), so the key is in no unit, environment file or command line;
+- a restart only when the unit, the settings or the model changed, or `current` is a newer build
+  than the running process; then the step waits for GET /health to answer 200 (loading over RPC
+  takes minutes on big models; progress lines with pyinfra -vvv) and fails with the service's
+  last journal lines when it does not, or at once when llama-server exits.
+
+The --rpc list is every RPC server of the hosts in group rpc_workers, in inventory order, except
+the head's own: llama-server already uses the head's GPU directly, and its own RPC server would
+only show the same GPU a second time (twice the memory counted, every tensor through loopback TCP).
+The head's own RPC server keeps running for other heads.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from io import StringIO
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
+from pyinfra.api.util import get_template
+from pyinfra.facts.files import File, FileContents
+from pyinfra.facts.server import LinuxDistribution, Which
+from pyinfra.operations import apt, dnf, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from deploys.common import HostCheckFailed
+from deploys.groups import GPU_GROUPS
+from deploys.settings import RPC_WORKERS_GROUP, Settings, SettingsError, settings
+from facts.llama_server import HttpStatus, LlamaServerHelp, LlamaServerStatus
+
+USER = "llama-server"
+UNIT = "halo-llama-server.service"
+ENV_FILE = "/etc/halo-provision/llama-server.env"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+UNIT_TEMPLATE = TEMPLATES / "etc/systemd/system/halo-llama-server.service.j2"
+JINJA = {"trim_blocks": True, "lstrip_blocks": True}
+PROGRESS_EVERY_S = 15
+
+
+# -- what the head serves and where it reaches the workers ----------------------------------------
+
+def rpc_servers(head: Settings, workers: list[Settings]) -> list[str]:
+    """The --rpc list: the RPC endpoints of every worker, in inventory order, except the head's own.
+
+    `workers` in the inventory's host order (workers_of); each worker's rpc_instances in their order.
+
+    rpc_servers(settings(halo1), workers_of(inventory))  # ['10.151.0.12:50052', '10.151.0.13:50052']
+    """
+    return [endpoint for w in workers if w.host_name != head.host_name for endpoint in w.rpc_endpoints]
+
+
+def workers_of(inventory) -> list[Settings]:
+    """Settings of the hosts in group rpc_workers, in inventory order."""
+    return [settings(worker) for worker in inventory.get_group(RPC_WORKERS_GROUP, [])]
+
+
+def model_file(s: Settings) -> str:
+    """The GGUF file llama-server loads: model_path, or the download's place in model_dir.
+
+    The download keeps the URL's file name when it is a plain *.gguf one, else it is named by its sha256.
+    """
+    if s.model_path is not None:
+        return s.model_path
+    name = PurePosixPath(unquote(urlsplit(s.model_url or "").path)).name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*\.gguf", name):
+        name = f"{(s.model_sha256 or 'model')[:16]}.gguf"
+    return f"{s.model_dir.rstrip('/') or ''}/{name}"
+
+
+def head_problems(s: Settings, rpc: list[str]) -> list[str]:
+    """What stops this head from serving, one explanation each (host, variable, value, fix)."""
+    problems = []
+    if s.model_path is None and s.model_url is None:
+        problems.append(s._problem(
+            "model_path", f"{s.host_name} is in group head and needs a model to serve; expected the "
+            "absolute path of a GGUF file on the head, or set model_url and model_sha256 instead"))
+    ipv6 = [endpoint for endpoint in rpc if endpoint.startswith("[")]
+    if ipv6:
+        problems.append(
+            f"{s.host_name}: the --rpc list {', '.join(ipv6)} is IPv6, but llama.cpp's RPC client connects "
+            "over IPv4 only (ggml-rpc resolves with gethostbyname and splits host:port at the first ':'). "
+            "Fix it in the inventory: give those workers their IPv4 cluster-link address as rpc_bind_address.")
+    if s.head_tensor_split is not None and len(s.head_tensor_split) > len(rpc) + 1:
+        problems.append(s._problem(
+            "head_tensor_split", f"it has {len(s.head_tensor_split)} entries but llama-server on "
+            f"{s.host_name} has at most {len(rpc) + 1} devices ({len(rpc)} RPC servers, then its own GPU); "
+            "expected one proportion per device"))
+    return problems
+
+
+def listen_host(s: Settings) -> str:
+    """LLAMA_ARG_HOST: the address llama-server binds (IPv6 without brackets)."""
+    return str(s.head_listen_address)
+
+
+def health_host(s: Settings) -> str:
+    """The address the head itself asks llama-server on (loopback when it binds every address), for a URL."""
+    address = s.head_listen_address
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def health_url(s: Settings) -> str:
+    return f"http://{health_host(s)}:{s.head_port}/health"
+
+
+def server_env(s: Settings, rpc: list[str], model: str, load_mode: str | None) -> dict[str, str]:
+    """llama-server's settings as the LLAMA_ARG_* variables it reads (names from llama.cpp's common/arg.cpp).
+
+    `load_mode` is the DirectIO flag the binary knows: "--load-mode", "-dio" or None (neither).
+    """
+    env = {
+        "LLAMA_ARG_MODEL": model,
+        "LLAMA_ARG_HOST": listen_host(s),
+        "LLAMA_ARG_PORT": str(s.head_port),
+        "LLAMA_ARG_N_GPU_LAYERS": str(s.head_gpu_layers),
+        "LLAMA_ARG_FLASH_ATTN": s.head_flash_attn,
+        "LLAMA_ARG_CTX_SIZE": str(s.head_ctx_size),
+        "LLAMA_ARG_N_PARALLEL": str(s.head_parallel),
+        "LLAMA_ARG_CACHE_TYPE_K": s.head_cache_type_k,
+        "LLAMA_ARG_CACHE_TYPE_V": s.head_cache_type_v,
+        "LLAMA_ARG_LOG_VERBOSITY": str(s.head_log_verbosity),
+    }
+    if s.head_metrics:
+        env["LLAMA_ARG_ENDPOINT_METRICS"] = "1"
+    if rpc:
+        env["LLAMA_ARG_RPC"] = ",".join(rpc)
+    if s.head_tensor_split is not None:
+        env["LLAMA_ARG_TENSOR_SPLIT"] = ",".join(f"{share:g}" for share in s.head_tensor_split)
+    if load_mode == "--load-mode":
+        env["LLAMA_ARG_LOAD_MODE"] = "dio"
+    elif load_mode == "-dio":
+        env["LLAMA_ARG_DIO"] = "1"
+    return env
+
+
+def env_file_text(env: dict[str, str], load_mode: str | None) -> str:
+    """The environment file systemd reads for the unit (values never need quoting: validated)."""
+    note = {
+        "--load-mode": "DirectIO loading as `--load-mode dio` (this build's spelling)",
+        "-dio": "DirectIO loading as `-dio` (this build predates --load-mode)",
+        None: "this build knows neither --load-mode nor -dio: llama.cpp's default loading",
+    }[load_mode]
+    lines = [
+        "# Written by halo-provision (deploys/head.py); do not edit: the next run replaces it.",
+        f"# llama-server's settings for {UNIT}, one LLAMA_ARG_* variable per flag; {note}.",
+    ]
+    return "\n".join(lines + [f"{key}={value}" for key, value in env.items()]) + "\n"
+
+
+def unit_data(s: Settings) -> dict:
+    """Values of halo-llama-server.service."""
+    model_home = re.match(r"^/(home|root|run/user)(/|$)", model_file(s))
+    return {
+        "unit": UNIT, "service_user": USER, "env_file": ENV_FILE, "port": s.head_port,
+        "binary": binary(s), "api_key_file": s.head_api_key_file,
+        "health_host": health_host(s),
+        # the model may live in a home directory: read-only there, else homes are hidden entirely
+        "protect_home": "read-only" if model_home else "yes",
+    }
+
+
+def render_unit(s: Settings) -> str:
+    """halo-llama-server.service as files.template renders it in this step (for tests)."""
+    return get_template(str(UNIT_TEMPLATE), dict(JINJA)).render(unit_data(s))
+
+
+def binary(s: Settings) -> str:
+    return f"{s.llama_cpp_prefix}/current/bin/llama-server"
+
+
+def download_script(url: str, sha256: str, dest: str) -> str:
+    """Download next to `dest`, check the sha256, then move it into place and write the stamp."""
+    return f"""set -euo pipefail
+dest={shlex.quote(dest)} url={shlex.quote(url)} want={sha256}
+part="$dest.part"
+trap 'rm -f "$part"' EXIT
+curl -sSLf --retry 3 -o "$part" "$url"
+got=$(sha256sum "$part" | cut -d' ' -f1)
+if [ "$got" != "$want" ]; then
+    echo "model_sha256 mismatch: $url has sha256 $got, expected $want; the download was deleted, $dest is unchanged" >&2
+    exit 1
+fi
+chmod 0644 "$part"
+mv -f "$part" "$dest"
+echo "$want  $(basename "$dest")" > "$dest.sha256"
+echo "downloaded $url to $dest (sha256 checked)"
+"""
+
+
+def wait_script(url: str, unit: str, timeout_s: int) -> str:
+    """Wait for `url` to answer 200; fail early when the unit stopped or crashed, with its journal."""
+    return f"""set -u
+url={shlex.quote(url)} unit={shlex.quote(unit)} timeout={timeout_s}
+start=$(date +%s) shown=-1
+while :; do
+    code=$(curl -s -o /dev/null -m 5 -w '%{{http_code}}' "$url" || true)
+    took=$(( $(date +%s) - start ))
+    if [ "$code" = 200 ]; then echo "llama-server answers $url with 200 after $took s"; exit 0; fi
+    state=$(systemctl show -p ActiveState --value "$unit")/$(systemctl show -p SubState --value "$unit")
+    case "$state" in
+        failed/*|inactive/*) reason="$unit stopped ($state)"; break ;;
+        */auto-restart) reason="llama-server exited and systemd is about to restart it ($state)"; break ;;
+    esac
+    if [ "$took" -ge "$timeout" ]; then
+        reason="$url did not answer 200 within head_ready_timeout_s = $timeout s (last: ${{code:-none}}, $state)"
+        break
+    fi
+    if [ $(( took / {PROGRESS_EVERY_S} )) -ne "$shown" ]; then
+        shown=$(( took / {PROGRESS_EVERY_S} ))
+        echo "waiting for llama-server to load the model: /health ${{code}} ($state) after $took s"
+    fi
+    sleep 2
+done
+echo "llama-server is not ready: $reason. Its last journal lines:" >&2
+journalctl -u "$unit" -n 40 --no-pager -o cat >&2
+exit 1
+"""
+
+
+# -- operations that read the host when they run ---------------------------------------------------
+
+def _fail(message: str) -> None:
+    raise HostCheckFailed(message)
+
+
+def failure(message: str) -> FunctionCommand:
+    return FunctionCommand(_fail, (f"{host.name}: {message}",), {})
+
+
+@operation()
+def verified_download(url: str, sha256: str, dest: str):
+    """Download `url` to `dest` unless the stamp `<dest>.sha256` says it already holds `sha256`."""
+    stamp = host.get_fact(FileContents, path=f"{dest}.sha256") or []
+    if stamp and stamp[0].split()[:1] == [sha256] and host.get_fact(File, path=dest):
+        host.noop(f"{dest} holds the model with sha256 {sha256[:12]}...")
+        return
+    yield StringCommand("bash", "-c", shlex.quote(download_script(url, sha256, dest)))
+
+
+@operation()
+def existing_file(path: str, variable: str):
+    """Fail the host when `path` (the value of `variable`) is not a file on it."""
+    if host.get_fact(File, path=path):
+        host.noop(f"{path} exists")
+        return
+    yield failure(f"{variable} = {path!r} is not a file on this host; copy the GGUF file there, "
+                  "or set model_url and model_sha256 to download it")
+
+
+@operation()
+def private_key_file(path: str):
+    """Fail the host unless `path` is a non-empty file only root can read (the API key)."""
+    info = host.get_fact(File, path=path)
+    if not info:
+        yield failure(f"head_api_key_file = {path!r} does not exist; create it as root, one key per line: "
+                      f"(umask 077; openssl rand -hex 32 > {path})")
+    elif info["user"] != "root" or info["mode"] % 100:
+        yield failure(f"head_api_key_file = {path!r} is owned by {info['user']} with mode {info['mode']}, so "
+                      f"others may read the API key; make it root-only: chown root:root {path}; chmod 600 {path}")
+    elif not info["size"]:
+        yield failure(f"head_api_key_file = {path!r} is empty, and llama-server would then ask for no key; "
+                      "write the key(s) into it, one per line")
+    else:
+        host.noop(f"{path} is root-only")
+
+
+@operation()
+def server_env_file(s: Settings, rpc: list[str], model: str):
+    """Write the root-only environment file for the binary `current` holds when this runs."""
+    probe = host.get_fact(LlamaServerHelp, binary=binary(s))
+    if not probe["runs"]:
+        yield failure(f"no working llama-server at {binary(s)}; run deploys/llama_cpp.py first "
+                      "(deploys/full.py does), it builds llama.cpp and points `current` at the build")
+        return
+    text = env_file_text(server_env(s, rpc, model, probe["load_mode"]), probe["load_mode"])
+    yield from files.put._inner(src=StringIO(text), dest=ENV_FILE, user="root", group="root", mode="600")
+
+
+@operation()
+def serving(s: Settings, changed):
+    """Start llama-server, or restart it when `changed()` (its unit, settings or model changed in this
+    run) or when the running process is not the build `current` points at."""
+    status = host.get_fact(LlamaServerStatus, unit=UNIT, binary=binary(s))
+    if status["active"] not in ("active", "activating", "reloading"):
+        reason = f"it is {status['active']}"
+    elif host.state.is_executing and changed():
+        reason = "its unit, settings or model changed"
+    elif status["exe"] is not None and status["exe"] != status["binary"]:
+        reason = f"it runs {status['exe']}, and current is {status['binary']}"
+    else:
+        host.noop(f"{UNIT} runs {status['exe']} with the current settings")
+        return
+    if host.state.is_executing:
+        logger.info(f"{host.name}: (re)starting {UNIT}: {reason}")
+    yield StringCommand("systemctl", "restart", UNIT)
+
+
+@operation()
+def ready(url: str, timeout_s: int):
+    """Wait until `url` (/health) answers 200; fail with the journal when it does not in time."""
+    if host.get_fact(HttpStatus, url=url) == 200:
+        host.noop(f"{url} answers 200")
+        return
+    yield StringCommand("bash", "-c", shlex.quote(wait_script(url, UNIT, timeout_s)))
+
+
+# -- the step ----------------------------------------------------------------------------------------
+
+@deploy("Serve the model with llama-server")
+def head() -> None:
+    s = settings(host)
+    if not s.is_head:
+        return
+    rpc = rpc_servers(s, workers_of(host.inventory))
+    problems = head_problems(s, rpc)
+    if s.model_path is not None and not host.get_fact(File, path=s.model_path):  # before any change, like bad data
+        problems.append(s._problem(
+            "model_path", f"there is no such file on {s.host_name}; expected a GGUF file already there: "
+            "copy the GGUF file there, or set model_url and model_sha256 to download it"))
+    if problems:
+        raise SettingsError(problems)
+    model = model_file(s)
+
+    if not host.get_fact(Which, command="curl"):  # downloads and /health; only installed here: no apt update else
+        if (host.get_fact(LinuxDistribution).get("release_meta") or {}).get("ID") in ("fedora", "rhel", "centos"):
+            dnf.packages(name="Install curl", packages=["curl"])
+        else:
+            apt.packages(name="Install curl", packages=["curl"], update=True, cache_time=3600)
+    for group in GPU_GROUPS:
+        server.group(name=f"Create the {group} group", group=group, system=True)
+    server.user(name=f"Create the {USER} system user", user=USER, system=True, home="/nonexistent",
+                shell="/usr/sbin/nologin", groups=list(GPU_GROUPS), ensure_home=False, comment="llama.cpp server")
+
+    if s.model_url is not None:
+        files.directory(name="Create the model directory", path=s.model_dir, user="root", group="root", mode="755")
+        got_model = verified_download(name="Download the model and check its sha256", url=s.model_url,
+                                      sha256=s.model_sha256, dest=model)
+    else:
+        got_model = existing_file(name="Check the model file", path=model, variable="model_path")
+    if s.head_api_key_file is not None:
+        private_key_file(name="Check the API key file is root-only", path=s.head_api_key_file)
+
+    env = server_env_file(name="Write the llama-server settings", s=s, rpc=rpc, model=model)
+    unit = files.template(name=f"Install {UNIT}", src=str(UNIT_TEMPLATE), dest=f"/etc/systemd/system/{UNIT}",
+                          mode="644", jinja_env_kwargs=dict(JINJA), **unit_data(s))
+    systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
+    systemd.service(name=f"Start {UNIT} at every boot", service=UNIT, running=None, enabled=True)
+    serving(name="Run llama-server with the current settings and build", s=s,
+            changed=any_changed(unit, env, got_model))
+    ready(name="Wait for llama-server to load the model", url=health_url(s), timeout_s=s.head_ready_timeout_s)
+
+
+if __name__ in ("builtins", "__main__"):
+    head()

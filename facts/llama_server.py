@@ -1,0 +1,136 @@
+"""llama-server on the head: what the built binary understands, whether its unit runs that binary,
+and what its HTTP endpoint answers.
+
+Usage::
+
+    from facts.llama_server import HttpStatus, LlamaServerHelp, LlamaServerStatus
+    host.get_fact(LlamaServerHelp, binary="/opt/llama.cpp/current/bin/llama-server")["load_mode"]  # "--load-mode"
+    host.get_fact(LlamaServerStatus, unit="halo-llama-server.service",
+                  binary="/opt/llama.cpp/current/bin/llama-server")["active"]                   # "active"
+    host.get_fact(HttpStatus, url="http://10.151.0.11:8080/health")                              # 200
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from pyinfra.api import FactBase
+
+# An option at the start of a --help line: "-lm,   --load-mode MODE   model loading mode ..."
+_OPTION = re.compile(r"(--?[A-Za-z][A-Za-z0-9-]*)(?: [A-Z][A-Z0-9_.|-]*)?(?:,\s*|\s+|$)")
+
+
+def help_flags(lines: list[str]) -> set[str]:
+    """The option names that `llama-server --help` lists (those that start a line)."""
+    flags: set[str] = set()
+    for line in lines:
+        pos = 0
+        while line.startswith("-", pos) and (match := _OPTION.match(line, pos)):
+            flags.add(match.group(1))
+            pos = match.end()
+    return flags
+
+
+def load_mode_flag(flags: set[str]) -> str | None:
+    """How this build asks for DirectIO loading: "--load-mode" (MODE dio), "-dio" (older builds) or None."""
+    if "--load-mode" in flags:
+        return "--load-mode"
+    if "-dio" in flags or "--direct-io" in flags:
+        return "-dio"
+    return None
+
+
+class LlamaServerHelp(FactBase[dict]):
+    """What the llama-server binary accepts, from its --help: whether it ran, and its load-mode flag.
+
+    .. code:: python
+
+        {"runs": True, "load_mode": "--load-mode"}   # or "-dio" (older builds), or None (neither)
+
+    Default: {"runs": False, "load_mode": None} (no binary, or it does not run).
+    """
+
+    @staticmethod
+    def default() -> dict:
+        return {"runs": False, "load_mode": None}
+
+    def command(self, binary: str) -> str:
+        b = shlex.quote(binary)
+        return f"if [ -x {b} ]; then {b} --help 2>&1 | grep -E '^-'; fi; true"
+
+    def process(self, output: list[str]) -> dict:
+        flags = help_flags(output)
+        if "--help" not in flags:
+            return self.default()
+        return {"runs": True, "load_mode": load_mode_flag(flags)}
+
+
+class LlamaServerStatus(FactBase[dict]):
+    """The systemd unit's state and main process, and which build that process and `binary` are.
+
+    `exe` is the executable of the running process (ends in " (deleted)" once its build was removed);
+    `binary` is where the configured path points now. They differ after a new build: restart.
+
+    .. code:: python
+
+        {"active": "active", "pid": 4242,
+         "exe": "/opt/llama.cpp/builds/0123456789ab-1a2b3c4d/bin/llama-server",
+         "binary": "/opt/llama.cpp/builds/0123456789ab-1a2b3c4d/bin/llama-server"}
+
+    Default: {"active": "inactive", "pid": None, "exe": None, "binary": None}.
+    """
+
+    @staticmethod
+    def default() -> dict:
+        return {"active": "inactive", "pid": None, "exe": None, "binary": None}
+
+    def command(self, unit: str, binary: str) -> str:
+        u, b = shlex.quote(unit), shlex.quote(binary)
+        return (
+            f"echo \"active=$(systemctl is-active {u} 2>/dev/null)\"; "
+            f"pid=$(systemctl show -p MainPID --value {u} 2>/dev/null); echo \"pid=$pid\"; "
+            "echo \"exe=$(readlink /proc/${pid:-0}/exe 2>/dev/null)\"; "
+            f"echo \"binary=$(readlink -f {b} 2>/dev/null)\""
+        )
+
+    def process(self, output: list[str]) -> dict:
+        found = self.default()
+        for line in output:
+            key, sep, value = line.partition("=")
+            value = value.strip()
+            if not sep or key not in found or not value:
+                continue
+            if key == "pid":
+                found["pid"] = int(value) if value.isdigit() and int(value) > 0 else None
+            elif key == "active":
+                found["active"] = value if re.fullmatch(r"[a-z-]+", value) else found["active"]
+            else:
+                found[key] = value
+        if found["pid"] is None:
+            found["exe"] = None
+        return found
+
+
+class HttpStatus(FactBase[int | None]):
+    """HTTP status code of a GET to `url` (5 s timeout), with curl.
+
+    .. code:: python
+
+        200    # 503 while llama-server loads the model
+
+    Default: None (no answer: refused, timed out, or curl missing).
+    """
+
+    @staticmethod
+    def default() -> None:
+        return None
+
+    def command(self, url: str) -> str:
+        return f"curl -s -o /dev/null -m 5 -w '%{{http_code}}' {shlex.quote(url)} 2>/dev/null; true"
+
+    def process(self, output: list[str]) -> int | None:
+        text = "".join(output).strip()
+        if not re.fullmatch(r"[1-5][0-9][0-9]", text):
+            return None
+        return int(text)
