@@ -1,0 +1,176 @@
+"""Broken inventories and group data: each must stop `pyinfra INV deploys/full.py` before any operation.
+
+    case = CASES[0]
+    inventory = write_inventory(tmp_path, case, lab_inventory_text, addresses)   # a lab inventory, broken
+    pyinfra(str(inventory), "deploys/full.py", *case.cli_args)                  # exits non-zero at prepare
+
+A case changes the lab's inventory (hosts' data, groups) or adds group_data/<group>.py next to it,
+and lists what the error must say: `who` is "<host>: <variable> = <value>" as the message shows it,
+`fix` a piece of the remedy. Strings may name lab addresses as {halo1}, {halo2}, ... (filled in from
+the running lab). The base inventory is valid: the lab's, plus the head's model_path (MODEL_PATH).
+tests/unit/test_bad_inputs.py checks the cases that need no facts without the lab.
+"""
+
+from __future__ import annotations
+
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HEAD = "halo1"
+MODEL_PATH = "/srv/models/bad-inputs.gguf"  # the base's model; made on the head before the corpus runs
+DROP = "<drop>"  # as a host data value: remove that key from the host's data
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One broken input and what its error must say."""
+
+    id: str
+    who: str  # "<host>: <variable> = <value>" as the message shows it
+    fix: str  # a piece of the fix the message gives
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> data to set (DROP removes)
+    groups: dict[str, list[str]] | None = None  # group memberships instead of the lab's
+    group_data: dict[str, dict[str, Any]] = field(default_factory=dict)  # group_data/<group>.py files
+    cli_args: tuple[str, ...] = ()  # extra pyinfra arguments, e.g. ("--data", "ttm_gib=lots")
+    needs_facts: bool = False  # found from the host's facts at prepare time, not from the data alone
+
+
+def halo2(**data: Any) -> dict[str, dict[str, Any]]:
+    return {"halo2": data}
+
+
+CASES = [
+    # wrong types and ranges
+    BadInput("ttm_gib_text", "halo2: ttm_gib = 'lots' is invalid", "whole number of GiB from 1 to 1024",
+             halo2(ttm_gib="lots")),
+    BadInput("ttm_gib_zero", "halo2: ttm_gib = 0 is invalid", "from 1 to 1024", halo2(ttm_gib=0)),
+    BadInput("ttm_gib_above_installed_ram", "halo2: ttm_gib = 200 is invalid",
+             "only 128.0 GiB of RAM installed; expected at most 128", halo2(ttm_gib=200), needs_facts=True),
+    BadInput("os_reserve_negative", "halo2: os_reserve_gib = -8 is invalid", "from 1 to 64",
+             halo2(os_reserve_gib=-8)),
+    BadInput("iommu_mode_unknown", "halo2: iommu_mode = 'on' is invalid", "one of 'off'", halo2(iommu_mode="on")),
+    BadInput("reboot_allowed_text", "halo2: reboot_allowed = 'yes' is invalid", "True (reboot",
+             halo2(reboot_allowed="yes")),
+    BadInput("kernel_min_version_word", "halo2: kernel_min_version = 'six' is invalid", "a kernel version",
+             halo2(kernel_min_version="six")),
+    BadInput("firmware_date_impossible", "halo2: firmware_min_date = 20261341 is invalid", "YYYYMMDD",
+             halo2(firmware_min_date=20261341)),
+    BadInput("gpu_targets_empty", "halo2: gpu_targets = [] is invalid", "non-empty list", halo2(gpu_targets=[])),
+    BadInput("gpu_user_with_space", "halo2: gpu_users = ['alice smith'] is invalid", "Linux user names",
+             halo2(gpu_users=["alice smith"])),
+    BadInput("kernel_arg_shell", "halo2: kernel_extra_args = ['quiet; reboot'] is invalid", "no spaces, quotes",
+             halo2(kernel_extra_args=["quiet; reboot"])),
+    BadInput("kernel_arg_sets_ttm", "halo2: kernel_extra_args = ['ttm.pages_limit=1'] is invalid",
+             "set ttm_gib instead", halo2(kernel_extra_args=["ttm.pages_limit=1"])),
+    BadInput("variable_typo", "halo2: ttm_gb = 120 is not a halo-provision variable", "did you mean ttm_gib?",
+             halo2(ttm_gb=120)),
+    # llama.cpp build
+    BadInput("llama_cpp_ref_shell", "halo2: llama_cpp_ref = 'b10760; curl x | sh' is invalid",
+             "a release tag such as 'b10760'", halo2(llama_cpp_ref="b10760; curl x | sh")),
+    BadInput("llama_cpp_ref_range", "halo2: llama_cpp_ref = 'b1..b2' is invalid", "a commit hash",
+             halo2(llama_cpp_ref="b1..b2")),
+    BadInput("llama_cpp_backend_unknown", "halo2: llama_cpp_backend = 'cuda' is invalid",
+             "one of 'hip' (ROCm), 'vulkan' or 'cpu'", halo2(llama_cpp_backend="cuda")),
+    BadInput("llama_cpp_repo_no_scheme", "halo2: llama_cpp_repo = 'github.com/ggml-org/llama.cpp' is invalid",
+             "a git repository URL", halo2(llama_cpp_repo="github.com/ggml-org/llama.cpp")),
+    BadInput("rocm_therock_without_tarball", "halo2: rocm_tarball_url = None is invalid", "rocm_source is 'therock'",
+             halo2(rocm_source="therock")),
+    BadInput("rocm_dkms_package", "halo2: rocm_packages_extra = ['amdgpu-dkms'] is invalid",
+             "never amdgpu-dkms", halo2(rocm_packages_extra=["amdgpu-dkms"])),
+    # RPC workers
+    BadInput("rpc_port_negative", "halo2: rpc_port = -1 is invalid", "a TCP port number from 1 to 65535",
+             halo2(rpc_port=-1)),
+    BadInput("rpc_port_text", "halo2: rpc_port = '50052' is invalid", "a TCP port number", halo2(rpc_port="50052")),
+    BadInput("worker_without_bind_address", "halo3: rpc_bind_address = None is invalid",
+             "halo3 is in group rpc_workers", {"halo3": {"rpc_bind_address": DROP}}),
+    BadInput("bind_address_host_name", "halo2: rpc_bind_address = 'halo2' is invalid", "not a host name",
+             halo2(rpc_bind_address="halo2")),
+    BadInput("bind_address_every_interface", "halo2: rpc_bind_address = '0.0.0.0' is invalid",
+             "set rpc_allow_any_address = True to accept the risk", halo2(rpc_bind_address="0.0.0.0")),
+    BadInput("bind_address_public", "halo2: rpc_bind_address = '8.8.8.8' is invalid",
+             "a private cluster-link address", halo2(rpc_bind_address="8.8.8.8")),
+    BadInput("bind_address_loopback", "halo2: rpc_bind_address = '127.0.0.1' is invalid",
+             "halo2's cluster-link interface", halo2(rpc_bind_address="127.0.0.1")),
+    BadInput("two_rpc_servers_one_address_port", "halo3: rpc_bind_address = '{halo2}' is invalid",
+             "halo2 already runs an RPC server on {halo2}:50052", {"halo3": {"rpc_bind_address": "{halo2}"}}),
+    BadInput("rpc_instances_same_port", "halo2: rpc_instances = [{'port': 50053}, {'port': 50053}] is invalid",
+             "each on its own port", halo2(rpc_instances=[{"port": 50053}, {"port": 50053}])),
+    BadInput("rpc_instance_unknown_key", "halo2: rpc_instances = [{'port': 50053, 'gpu': 'ROCm0'}] is invalid",
+             "optional device", halo2(rpc_instances=[{"port": 50053, "gpu": "ROCm0"}])),
+    # the head
+    BadInput("head_in_its_own_rpc_list", "halo3: rpc_bind_address = '{halo1}' is invalid",
+             "expected halo3's own cluster-link address",
+             {"halo3": {"rpc_bind_address": "{halo1}"}}, groups={"head": ["halo1"], "rpc_workers": ["halo2", "halo3"]}),
+    BadInput("head_port_is_the_rpc_port", "halo1: head_port = 50052 is invalid",
+             "expected a head_port different from every port of rpc_port", {"halo1": {"head_port": 50052}}),
+    BadInput("head_port_too_big", "halo1: head_port = 70000 is invalid", "from 1 to 65535",
+             {"halo1": {"head_port": 70000}}),
+    BadInput("model_path_missing", "halo1: model_path = '/srv/models/missing.gguf' is invalid",
+             "copy the GGUF file there", {"halo1": {"model_path": "/srv/models/missing.gguf"}}, needs_facts=True),
+    BadInput("model_path_relative", "halo1: model_path = 'models/tiny.gguf' is invalid", "an absolute path",
+             {"halo1": {"model_path": "models/tiny.gguf"}}),
+    BadInput("model_url_without_sha256", "halo1: model_sha256 = None is invalid", "expected the file's sha256",
+             {"halo1": {"model_path": DROP, "model_url": "http://{halo1}/tiny.gguf"}}),
+    BadInput("tensor_split_all_zero", "halo1: head_tensor_split = [0, 0] is invalid", "every entry is 0",
+             {"halo1": {"head_tensor_split": [0, 0]}}),
+    BadInput("workers_without_head", "inventory: group head is empty", "add e.g. head = ['halo1']",
+             groups={"head": [], "rpc_workers": ["halo1", "halo2", "halo3"]}),
+    # where the value comes from: group data, the command line
+    BadInput("group_data_rpc_port_zero", "halo3: rpc_port = 0 is invalid", "Fix it in group_data/rpc_workers.py",
+             group_data={"rpc_workers": {"rpc_port": 0}}),
+    BadInput("group_data_all_iommu", "halo3: iommu_mode = 'strict' is invalid", "or group_data/all.py.",
+             group_data={"all": {"iommu_mode": "strict"}}),
+    BadInput("command_line_ttm_gib", "halo3: ttm_gib = 'lots' is invalid", "Fix it in the --data option",
+             cli_args=("--data", "ttm_gib=lots")),
+]
+
+
+def fill(value: Any, addresses: dict[str, str]) -> Any:
+    """`value` with {halo1}, {halo2}... in its strings replaced by the lab hosts' addresses."""
+    if isinstance(value, str):
+        for name, address in addresses.items():
+            value = value.replace("{" + name + "}", address)
+        return value
+    if isinstance(value, dict):
+        return {k: fill(v, addresses) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, addresses) for v in value]
+    return value
+
+
+def lab_hosts_data(lab_inventory: str) -> tuple[dict[str, dict], list[str]]:
+    """{host: data} and the head list of the lab's inventory file."""
+    module = runpy.run_path(lab_inventory)
+    return {name: dict(data) for name, data in module["rpc_workers"]}, list(module["head"])
+
+
+def base_hosts(lab_inventory: str) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """The valid base: the lab's hosts and groups, the head with model_path = MODEL_PATH."""
+    hosts, head = lab_hosts_data(lab_inventory)
+    hosts[HEAD]["model_path"] = MODEL_PATH
+    return hosts, {"head": head, "rpc_workers": list(hosts)}
+
+
+def write_inventory(directory: Path, case: BadInput | None, lab_inventory: str, addresses: dict[str, str]) -> Path:
+    """directory/inventory.py (and directory/group_data/*.py) for `case`; None writes the valid base."""
+    hosts, groups = base_hosts(lab_inventory)
+    if case is not None:
+        for name, data in fill(case.data, addresses).items():
+            for key, value in data.items():
+                if value == DROP:
+                    hosts[name].pop(key, None)
+                else:
+                    hosts[name][key] = value
+        groups = case.groups if case.groups is not None else groups
+        group_dir = directory / "group_data"
+        for group, data in fill(case.group_data, addresses).items():
+            group_dir.mkdir(exist_ok=True)
+            (group_dir / f"{group}.py").write_text("".join(f"{k} = {v!r}\n" for k, v in data.items()))
+    lines = ['"""A broken lab inventory (tests/integration/bad_inputs.py)."""', ""]
+    lines += ["all = ["] + [f"    {(name, data)!r}," for name, data in hosts.items()] + ["]"]
+    lines += [f"{group} = {members!r}" for group, members in groups.items()]
+    path = directory / "inventory.py"
+    path.write_text("\n".join(lines) + "\n")
+    return path
