@@ -57,7 +57,10 @@ ROOTFS_LAYOUT = 2  # bump when the rootfs preparation below changes
 ROOT_DISK_BYTES = 32 << 30  # sparse image file: takes only the space the host's files use
 LOOP_FIRST = 100  # lab root devices are /dev/loop100 and up (100 per HALO_LAB_ID), see make_root_disk
 LOOP_CTL_ADD = 0x4C80
-BOOT_TIMEOUT_S = 90
+BOOT_TIMEOUT_S = 240  # generous: a loaded 2-core machine has taken over 90 s
+# Every lab host's systemd holds several inotify instances, and all labs' hosts count against this
+# machine's root limit (128 by default): below it, a booting host dies with "Too many open files".
+INOTIFY_INSTANCES = 8192
 STOP_TIMEOUT_S = 30
 
 
@@ -310,6 +313,9 @@ def release_root_disks(devices: list[str], timeout: float = STOP_TIMEOUT_S) -> N
 
 def boot_host(host: LabHost) -> None:
     """Start `systemd-nspawn --boot` in the background; its console goes to console.log."""
+    limit = Path("/proc/sys/fs/inotify/max_user_instances")
+    if int(limit.read_text()) < INOTIFY_INSTANCES:  # raised, never lowered
+        limit.write_text(f"{INOTIFY_INSTANCES}\n")
     log = open(host.dir / "console.log", "ab")
     archives = seed_apt_archives(host)
     ccache = CACHE / "ccache" / host.release  # compiler cache shared by the hosts of one release
@@ -605,6 +611,38 @@ def set_gpu(name: str, gpu: GpuProfile) -> None:
     host.gpu = gpu
     data = json.loads((host.dir / "host.json").read_text())
     (host.dir / "host.json").write_text(json.dumps({**data, "gpu": asdict(gpu)}, indent=1))
+
+
+def running_host(name: str) -> LabHost:
+    host = next((h for h in load_hosts() if h.name == name), None)
+    if host is None:
+        raise LabError(f"no lab host named {name!r} in this lab")
+    return host
+
+
+def kill_host(name: str) -> None:
+    """Cut a lab host's power: SIGKILL its init (every process inside dies at once) and its nspawn.
+
+    Its root file system stays mounted here, so whatever it had written survives, as on a disk.
+    """
+    host = running_host(name)
+    pid = nspawn_pid(host)
+    if not is_alive(host):
+        return
+    for init in child_pids(pid):
+        os.kill(init, signal.SIGKILL)
+    os.killpg(pid, signal.SIGKILL)
+    while not process_gone(pid):
+        time.sleep(0.1)
+
+
+def restart_host(name: str) -> LabHost:
+    """Boot a lab host again with the state it had (killed or not): its disk, network and keys are kept."""
+    host = running_host(name)
+    kill_host(name)
+    boot_host(host)
+    wait_ready([host])
+    return host
 
 
 def ensure(hosts: list[LabHost]) -> list[LabHost]:
