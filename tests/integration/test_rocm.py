@@ -205,6 +205,8 @@ def test_amd_repo_from_a_signed_repository(lab_inventory, server):
     assert on("halo1", "base64 -w0 /etc/apt/keyrings/rocm.gpg") == base64.b64encode(dearmor(key)).decode()
     assert on("halo1", "cat /etc/apt/sources.list.d/rocm.sources") == deb822_source(repo_url, VERSION, SUITE_DEBIAN_12)
     assert on("halo1", "cat /etc/apt/preferences.d/rocm-pin-600") == apt_pin(repo_url)
+    apt_files = "/etc/apt/keyrings/rocm.gpg /etc/apt/sources.list.d/rocm.sources /etc/apt/preferences.d/rocm-pin-600"
+    assert set(on("halo1", f"stat -c '%U:%G %a' {apt_files}").split()) == {"root:root", "644"}  # apt trusts them
     versions = dict(line.split() for line in on("halo1", "dpkg-query -W -f '${Package} ${Version}\\n' "
                                                  + " ".join(ROCM_PACKAGES[("amd-repo", "debian")])).splitlines())
     assert versions["hipcc"] == f"1.1.1.{AMD_BUILD}"  # Debian 12's hipcc 5.2.3 is newer: the pin chose AMD's
