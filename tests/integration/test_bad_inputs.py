@@ -34,6 +34,8 @@ def corpus(lab_session, tmp_path_factory):
     inventory = str(lab.STATE / "inventory.py")
     addresses = {h.name: h.address for h in hosts}
     before = fingerprints(hosts)
+    for name, lines in before.items():  # the fingerprint sees the files: it would see a change
+        assert any(line.endswith("  /etc/passwd") for line in lines), (name, lines[:5])
     base = write_inventory(tmp_path_factory.mktemp("base"), None, inventory, addresses)
     control = pyinfra(str(base), "deploys/full.py", "--dry")
     assert control.returncode == 0, f"the corpus' base inventory must be valid:\n{control.stdout}\n{control.stderr}"
