@@ -15,6 +15,7 @@ from deploys.head import head
 from deploys.kernel import check_kernel
 from deploys.llama_cpp import llama_cpp
 from deploys.rocm import install_rocm
+from deploys.rpc_worker import rpc_worker
 from deploys.settings import settings
 from deploys.verify import verify_host
 
@@ -25,12 +26,12 @@ STEPS = [
     grub_kernel_args,
     install_rocm,
     llama_cpp,
-    # rpc_worker comes here
+    rpc_worker,
     head,
     verify_host,
 ]
 
 if __name__ in ("builtins", "__main__"):
     settings(host)  # every host's data is valid before any step adds an operation
-    for step in STEPS:
+    for step in host.loop(STEPS):  # the step's index orders its operations: steps share this line
         step()

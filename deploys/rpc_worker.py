@@ -1,0 +1,269 @@
+"""Run the llama.cpp RPC workers: one hardened systemd unit per server, its port open to the head only.
+
+    pyinfra inventories/lab.py deploys/rpc_worker.py      # after deploys/llama_cpp.py
+
+On each host in group rpc_workers:
+
+- the system user `llama-rpc` (no login shell, no home) in the groups render and video;
+- `halo-rpc@.service`, a template unit with one instance per RPC server, named by its port. Instance
+  N reads /etc/halo-provision/rpc-N.env (address, port, device, threads and the id of the llama.cpp
+  build), runs `<llama_cpp_prefix>/current/bin/ggml-rpc-server -H <rpc_bind_address> -p N -c
+  [-d <device>] [-t <threads>]` as that user with its tensor cache in /var/lib/halo-rpc/rpc, and
+  is restarted only when the unit, its env file or the build changed. `rpc_instances` lists the
+  servers ([] = one on rpc_port); instances no longer listed are stopped, disabled and their env
+  file removed;
+- a firewall for the RPC ports: the nftables table `inet halo_provision` (/etc/halo-provision/
+  firewall.nft, loaded at boot by halo-firewall.service) accepts the heads and drops everyone else.
+  firewalld's and ufw's own rules see the same packets and would drop the heads, so where one of
+  them is active the heads are allowed there too: a firewalld service `halo-rpc` (the ports) with
+  one rich rule per head in the default zone, or ufw rules with the comment 'halo-provision'.
+
+The heads' addresses are Settings.head_source_address: a head's rpc_bind_address (its cluster-link
+address, from which it connects to the workers), else its head_bind_address, else its ssh_hostname
+when that is an IP address; settings validation refuses a head with none of them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
+from pyinfra.api.util import get_template
+from pyinfra.facts.server import LinuxDistribution, Which
+from pyinfra.operations import apt, dnf, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from deploys.common import HostCheckFailed, warn
+from deploys.groups import GPU_GROUPS
+from deploys.settings import HEAD_GROUP, IPAddress, RpcInstance, Settings, settings
+from facts.llama_cpp import STAMP, LlamaCppInstall
+from facts.rpc_worker import (
+    ENV_DIR,
+    FIREWALLD_SERVICE,
+    UFW_COMMENT,
+    FirewalldRpcRules,
+    FirewallFrontends,
+    RpcServerInstances,
+    UfwRpcRules,
+)
+
+USER = "llama-rpc"
+UNIT = "halo-rpc@.service"
+FIREWALL_UNIT = "halo-firewall.service"
+FIREWALL_RULES = f"{ENV_DIR}/firewall.nft"
+NFT = "/usr/sbin/nft"
+NFT_TABLE = "halo_provision"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+JINJA = {"trim_blocks": True, "lstrip_blocks": True}
+
+
+def template(name: str) -> str:
+    return str(TEMPLATES / name)
+
+
+def render(name: str, **data) -> str:
+    """A template of templates/ rendered as files.template renders it in this step (for tests), e.g.
+
+        render("etc/halo-provision/firewall.nft.j2", **firewall_data([50052], [IPv4Address("10.151.0.11")]))
+    """
+    return get_template(template(name), dict(JINJA)).render(data)
+
+
+def env_path(port: int) -> str:
+    return f"{ENV_DIR}/rpc-{port}.env"
+
+
+def unit_data(prefix: str, stamp: dict) -> dict:
+    """Values of halo-rpc@.service: the RPC binary through `current`, named as the build names it."""
+    return {"service_user": USER, "env_dir": ENV_DIR, "binary": f"{prefix}/current/bin/{Path(stamp['rpc_server']).name}"}
+
+
+def env_data(address: IPAddress, server: RpcInstance, stamp: dict) -> dict:
+    """Values of /etc/halo-provision/rpc-<port>.env for one instance."""
+    return {"build_id": stamp["id"], "address": str(address), "port": server.port,
+            "device": server.device, "threads": server.threads}
+
+
+def firewall_data(ports: list[int], sources: list[IPAddress]) -> dict:
+    """Values of firewall.nft: the RPC ports, and the head addresses that may reach them, per family."""
+    return {"nft": NFT, "table": NFT_TABLE, "ports": sorted(set(ports)),
+            "ipv4": sorted({str(a) for a in sources if a.version == 4}),
+            "ipv6": sorted({str(a) for a in sources if a.version == 6})}
+
+
+def head_addresses(inventory) -> list[IPAddress]:
+    """The addresses the RPC ports accept: every head's head_source_address (see deploys/settings.py)."""
+    found = {settings(head).head_source_address for head in inventory.get_group(HEAD_GROUP, [])}
+    return sorted((a for a in found if a is not None), key=lambda a: (a.version, a))
+
+
+def rich_rule(source: IPAddress) -> str:
+    """A firewalld rich rule as `firewall-cmd --list-rich-rules` prints it."""
+    family = "ipv6" if source.version == 6 else "ipv4"
+    return f'rule family="{family}" source address="{source}" service name="{FIREWALLD_SERVICE}" accept'
+
+
+def firewalld_commands(current: dict, ports: list[int], sources: list[IPAddress]) -> list[str]:
+    """Commands that make firewalld's permanent config match: service halo-rpc = the ports, one rich
+    rule per head; rules naming that service for other sources go. `current`: FirewalldRpcRules."""
+    permanent = ["firewall-cmd", "--permanent"]
+    service = [*permanent, f"--service={FIREWALLD_SERVICE}"]
+    have_ports = current["ports"]
+    commands = [] if have_ports is not None else [[*permanent, f"--new-service={FIREWALLD_SERVICE}"]]
+    have_ports = have_ports or []
+    want_ports = [f"{port}/tcp" for port in sorted(set(ports))]
+    commands += [[*service, f"--add-port={p}"] for p in want_ports if p not in have_ports]
+    commands += [[*service, f"--remove-port={p}"] for p in have_ports if p not in want_ports]
+    ours = [r for r in current["rich_rules"] if f'service name="{FIREWALLD_SERVICE}"' in r]
+    wanted = [rich_rule(source) for source in sources]
+    commands += [[*permanent, f"--add-rich-rule={r}"] for r in wanted if r not in ours]
+    commands += [[*permanent, f"--remove-rich-rule={r}"] for r in ours if r not in wanted]
+    if commands:
+        commands.append(["firewall-cmd", "--reload"])  # the permanent config becomes the running one
+    return [shlex.join(c) for c in commands]
+
+
+def ufw_commands(current: list[dict], ports: list[int], sources: list[IPAddress]) -> list[str]:
+    """Commands that make ufw allow exactly each head to each RPC port (our rules carry the comment
+    'halo-provision'; other rules are left alone). `current`: UfwRpcRules."""
+    wanted = [(str(source), port) for port in sorted(set(ports)) for source in sources]
+    have = [(rule["source"], rule["port"]) for rule in current]
+    add = [["ufw", "allow", "proto", "tcp", "from", a, "to", "any", "port", str(p), "comment", UFW_COMMENT]
+           for a, p in wanted if (a, p) not in have]
+    delete = [["ufw", "delete", "allow", "proto", "tcp", "from", a, "to", "any", "port", str(p)]
+              for a, p in have if (a, p) not in wanted]
+    return [shlex.join(c) for c in add + delete]
+
+
+def _fail(message: str) -> None:
+    raise HostCheckFailed(message)
+
+
+def _current_build(prefix: str, ref: str) -> dict | None:
+    return host.get_fact(LlamaCppInstall, prefix=prefix, ref=ref)["current"]
+
+
+def _no_build(prefix: str) -> FunctionCommand:
+    return FunctionCommand(_fail, (
+        f"{host.name}: no llama.cpp build to run: {prefix}/current/{STAMP} is missing; "
+        "run deploys/llama_cpp.py first (deploys/full.py does)",
+    ), {})
+
+
+@operation()
+def rpc_unit(prefix: str, ref: str):
+    """Install halo-rpc@.service for the RPC binary of the build `current` points at, as found when
+    this runs (after the build step of the same run)."""
+    stamp = _current_build(prefix, ref)
+    if stamp is None:
+        yield _no_build(prefix)
+        return
+    yield from files.template._inner(src=template("etc/systemd/system/halo-rpc@.service.j2"),
+                                     dest=f"/etc/systemd/system/{UNIT}", mode="644",
+                                     jinja_env_kwargs=dict(JINJA), **unit_data(prefix, stamp))
+
+
+@operation()
+def rpc_env_file(prefix: str, ref: str, address: IPAddress, server: RpcInstance):
+    """Write /etc/halo-provision/rpc-<port>.env, with the id of the build `current` points at when this runs."""
+    stamp = _current_build(prefix, ref)
+    if stamp is None:
+        yield _no_build(prefix)
+        return
+    yield from files.template._inner(src=template("etc/halo-provision/rpc.env.j2"), dest=env_path(server.port),
+                                     mode="644", jinja_env_kwargs=dict(JINJA), **env_data(address, server, stamp))
+
+
+@operation()
+def remove_stale_instances(wanted: list[int]):
+    """Stop and disable the halo-rpc@ instances whose port is not in `wanted`; remove their env files."""
+    stale = [port for port in host.get_fact(RpcServerInstances) if port not in wanted]
+    if not stale:
+        host.noop("no RPC server instances besides " + ", ".join(map(str, wanted)))
+        return
+    for port in stale:
+        unit = f"halo-rpc@{port}.service"
+        yield StringCommand("systemctl", "disable", "--now", unit)
+        yield StringCommand("systemctl", "reset-failed", unit, "2>/dev/null", "||", "true")
+        yield StringCommand("rm", "-f", env_path(port))
+
+
+@operation()
+def firewalld_rpc_rules(ports: list[int], sources: list[IPAddress]):
+    """Allow the heads to the RPC ports in firewalld (service halo-rpc, one rich rule per head)."""
+    commands = firewalld_commands(host.get_fact(FirewalldRpcRules), ports, sources)
+    if not commands:
+        host.noop("firewalld already allows the heads to the RPC ports")
+    for command in commands:
+        yield StringCommand(command)
+
+
+@operation()
+def ufw_rpc_rules(ports: list[int], sources: list[IPAddress]):
+    """Allow the heads to the RPC ports in ufw (rules with the comment 'halo-provision')."""
+    commands = ufw_commands(host.get_fact(UfwRpcRules), ports, sources)
+    if not commands:
+        host.noop("ufw already allows the heads to the RPC ports")
+    for command in commands:
+        yield StringCommand(command)
+
+
+@deploy("Run the llama.cpp RPC workers")
+def rpc_worker() -> None:
+    s = settings(host)
+    if not s.is_rpc_worker:
+        return
+    servers = s.rpc_servers
+    ports = [rpc.port for rpc in servers]
+    sources = head_addresses(host.inventory)
+    prefix, ref = s.llama_cpp_prefix, s.llama_cpp_ref
+    if s.rpc_bind_address.version == 6:
+        warn(f"rpc_bind_address {s.rpc_bind_address} is IPv6, but llama.cpp's RPC server has listened on "
+             "IPv4 only so far (ggml-rpc opens an AF_INET socket): if halo-rpc@ keeps restarting, use the "
+             "worker's IPv4 cluster-link address")
+
+    for group in GPU_GROUPS:
+        server.group(name=f"Create the {group} group", group=group, system=True)
+    server.user(name=f"Create the {USER} system user", user=USER, system=True, home="/nonexistent",
+                shell="/usr/sbin/nologin", groups=list(GPU_GROUPS), ensure_home=False,
+                comment="llama.cpp RPC server")
+
+    # The firewall first: the ports accept the heads only before any RPC server listens.
+    if not host.get_fact(Which, command="nft"):  # only this step installs it: no apt update when present
+        if (host.get_fact(LinuxDistribution).get("release_meta") or {}).get("ID") in ("fedora", "rhel", "centos"):
+            dnf.packages(name="Install nftables", packages=["nftables"])
+        else:
+            apt.packages(name="Install nftables", packages=["nftables"], update=True, cache_time=3600)
+    rules = files.template(name="Write the RPC firewall rules", src=template("etc/halo-provision/firewall.nft.j2"),
+                           dest=FIREWALL_RULES, mode="644", jinja_env_kwargs=dict(JINJA),
+                           **firewall_data(ports, sources))
+    firewall_unit = files.template(name=f"Install {FIREWALL_UNIT}",
+                                   src=template("etc/systemd/system/halo-firewall.service.j2"),
+                                   dest=f"/etc/systemd/system/{FIREWALL_UNIT}", mode="644",
+                                   jinja_env_kwargs=dict(JINJA), nft=NFT, rules=FIREWALL_RULES, table=NFT_TABLE)
+    unit = rpc_unit(name=f"Install {UNIT}", prefix=prefix, ref=ref)
+    systemd.daemon_reload(name="Reload systemd's units", _if=any_changed(firewall_unit, unit))
+    systemd.service(name="Load the changed RPC firewall rules", service=FIREWALL_UNIT, running=True,
+                    reloaded=True, _if=any_changed(rules, firewall_unit))
+    systemd.service(name="Load the RPC firewall at every boot", service=FIREWALL_UNIT, running=True, enabled=True)
+    frontends = host.get_fact(FirewallFrontends)
+    if frontends["firewalld"]:
+        firewalld_rpc_rules(name="Allow the heads to the RPC ports in firewalld", ports=ports, sources=sources)
+    if frontends["ufw"]:
+        ufw_rpc_rules(name="Allow the heads to the RPC ports in ufw", ports=ports, sources=sources)
+
+    remove_stale_instances(name="Stop the RPC servers no longer in rpc_instances", wanted=ports)
+    for rpc in servers:
+        instance = f"halo-rpc@{rpc.port}.service"
+        env = rpc_env_file(name=f"Write the settings of halo-rpc@{rpc.port}", prefix=prefix, ref=ref,
+                           address=s.rpc_bind_address, server=rpc)
+        systemd.service(name=f"Restart halo-rpc@{rpc.port} for its new unit, settings or build", service=instance,
+                        running=True, restarted=True, _if=any_changed(unit, env))
+        systemd.service(name=f"Run halo-rpc@{rpc.port} now and at every boot", service=instance,
+                        running=True, enabled=True)
+
+
+if __name__ in ("builtins", "__main__"):
+    rpc_worker()

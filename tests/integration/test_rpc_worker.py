@@ -1,0 +1,170 @@
+"""deploys/rpc_worker.py on the lab cluster (after deploys/full.py): the real llama.cpp RPC servers
+under their hardened units, the firewall, idempotence and restarts of only what changed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from tests.integration.conftest import assert_no_changes, results
+from tests.integration.tiny_model import write_tiny_model
+from tests.lab import lab
+
+WORKERS = ("halo1", "halo2", "halo3")
+HEAD = "halo1"
+PORT = 50052
+
+
+def address(name: str) -> str:
+    return next(h.address for h in lab.load_hosts() if h.name == name)
+
+
+def sh(name: str, command: str) -> str:
+    return lab.ssh(name, command).stdout.strip()
+
+
+def can_connect(source: str, target: str, port: int = PORT) -> bool:
+    """A TCP connection from lab host `source` to target:port within 3 s (bash's /dev/tcp)."""
+    probe = lab.ssh(source, f"timeout 3 bash -c 'exec 3<>/dev/tcp/{address(target)}/{port}'", check=False)
+    return probe.returncode == 0
+
+
+def process_of(name: str, port: int = PORT) -> tuple[str, str]:
+    """(MainPID, ActiveEnterTimestamp) of halo-rpc@port: both change when the unit restarts."""
+    show = sh(name, f"systemctl show -p MainPID -p ActiveEnterTimestamp halo-rpc@{port}.service")
+    values = dict(line.split("=", 1) for line in show.splitlines())
+    return values["MainPID"], values["ActiveEnterTimestamp"]
+
+
+def inventory_with(tmp_path: Path, **host_data: dict) -> str:
+    """The lab inventory with extra data for some hosts: inventory_with(tmp_path, halo2={"rpc_port": 1})."""
+    text = (lab.STATE / "inventory.py").read_text()
+    for name, data in host_data.items():
+        entry = f"({name!r}, {{"
+        assert text.count(entry) == 1, f"{name} not in the lab inventory"
+        text = text.replace(entry, entry + ", ".join(f"{k!r}: {v!r}" for k, v in data.items()) + ", ")
+    path = tmp_path / "inventory.py"
+    path.write_text(text)
+    return str(path)
+
+
+def test_servers_run_hardened_and_listen_on_their_address(cluster):
+    for name in WORKERS:
+        assert sh(name, f"systemctl is-active halo-rpc@{PORT}.service halo-firewall.service") == "active\nactive"
+        assert sh(name, f"systemctl is-enabled halo-rpc@{PORT}.service halo-firewall.service") == "enabled\nenabled"
+        listening = sh(name, "ss -Hltn")
+        assert re.search(rf"\s{re.escape(address(name))}:{PORT}\s", listening), listening
+        pid, _ = process_of(name)
+        user, groups = sh(name, f"ps -o user:32=,supgrp:200= -p {pid}").split(None, 1)
+        assert user == "llama-rpc" and {"render", "video"} <= set(groups.split(","))
+        # the real ggml-rpc-server of the build, with its tensor cache in the state directory
+        assert sh(name, f"readlink /proc/{pid}/exe").endswith("/bin/ggml-rpc-server")
+        assert sh(name, "stat -c %U /var/lib/halo-rpc/rpc") == "llama-rpc"
+
+
+def run_model_through(endpoints: list[str], tmp_path: Path) -> str:
+    """Run llama-server on the head with the tiny model on these RPC servers, complete 8 tokens; its log.
+
+    An RPC server serves one client at a time: use servers the head's own llama-server does not hold.
+    """
+    model = write_tiny_model(tmp_path / "tiny.gguf").read_bytes()
+    subprocess.run(["ssh", "-F", str(lab.STATE / "ssh_config"), HEAD, "cat > /tmp/rpc-test.gguf"],
+                   input=model, check=True, timeout=60)
+    script = f"""
+/opt/llama.cpp/current/bin/llama-server -m /tmp/rpc-test.gguf --rpc {",".join(endpoints)} -ngl 99 -c 256 \\
+    -lv 4 --host 127.0.0.1 --port 8099 > /tmp/rpc-test.log 2>&1 &
+pid=$!
+python3 - <<'PY'
+import json, time, urllib.request
+for _ in range(120):
+    try:
+        urllib.request.urlopen("http://127.0.0.1:8099/health")
+        break
+    except OSError:
+        time.sleep(0.5)
+request = urllib.request.Request("http://127.0.0.1:8099/completion", headers={{"Content-Type": "application/json"}},
+                                 data=json.dumps({{"prompt": "Strix Halo", "n_predict": 8}}).encode())
+print("tokens:", json.loads(urllib.request.urlopen(request, timeout=60).read())["tokens_predicted"])
+PY
+kill $pid; wait $pid; grep -E "offloaded|using device RPC" /tmp/rpc-test.log; rm -f /tmp/rpc-test.gguf /tmp/rpc-test.log
+"""
+    return lab.ssh(HEAD, script, timeout=180).stdout
+
+
+def test_systemd_rates_the_unit_ok_or_better(cluster):
+    verdict = sh("halo2", f"systemd-analyze security --no-pager halo-rpc@{PORT}.service | tail -n 1")
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", verdict)
+    assert match, verdict
+    print(f"systemd-analyze security halo-rpc@{PORT}.service: {match[1]} {match[2]}")
+    assert match[2] in ("SAFE", "OK"), verdict
+
+
+def test_second_run_changes_nothing(cluster):
+    assert_no_changes(cluster.run("deploys/rpc_worker.py"))
+
+
+def test_rpc_port_accepts_the_head_only_and_survives_a_firewall_restart(cluster):
+    for attempt in ("loaded by the deploy", "after systemctl restart halo-firewall"):
+        assert can_connect(HEAD, "halo2") and can_connect(HEAD, "halo3"), attempt
+        assert not can_connect("halo3", "halo2"), attempt
+        assert not can_connect("halo2", "halo1"), attempt
+        lab.ssh("halo2", "systemctl restart halo-firewall.service")
+        lab.ssh("halo1", "systemctl restart halo-firewall.service")
+    assert "tcp dport 50052 ip saddr" in sh("halo2", "nft list table inet halo_provision")
+
+
+def test_changing_one_workers_servers_restarts_only_that_worker(cluster, tmp_path):
+    before = {name: process_of(name) for name in ("halo1", "halo3")}
+    instances = [{"port": 50062, "device": "CPU", "threads": 1}, {"port": 50063}]
+    moved = inventory_with(tmp_path, halo2={"rpc_instances": instances})
+    try:
+        proc = cluster.run("deploys/rpc_worker.py", inventory=moved)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        changed = {op for op, r in results(proc).items() if r["success"]}
+        assert any("Stop the RPC servers no longer in rpc_instances" in op for op in changed), changed
+
+        assert {name: process_of(name) for name in ("halo1", "halo3")} == before
+        assert sh("halo2", "systemctl is-active halo-rpc@50062 halo-rpc@50063") == "active\nactive"
+        assert lab.ssh("halo2", f"systemctl is-active halo-rpc@{PORT}", check=False).stdout.strip() != "active"
+        assert sh("halo2", f"ls /etc/halo-provision; systemctl is-enabled halo-rpc@{PORT} || true").split() == [
+            "firewall.nft", "rpc-50062.env", "rpc-50063.env", "disabled"]
+        pid, _ = process_of("halo2", 50062)
+        assert sh("halo2", f"tr '\\0' ' ' < /proc/{pid}/cmdline").endswith(
+            f"-H {address('halo2')} -p 50062 -c -d CPU -t 1")
+        for port in (50062, 50063):
+            assert can_connect(HEAD, "halo2", port) and not can_connect("halo3", "halo2", port)
+        # the real server works in the unit's sandbox (seccomp filter, device policy, read-only system):
+        # the head offloads every layer of a model to the two new servers and completes text
+        endpoints = [f"{address('halo2')}:{port}" for port in (50062, 50063)]
+        log = run_model_through(endpoints, tmp_path)
+        assert "tokens: 8" in log and re.search(r"offloaded (\d+)/\1 layers", log), log
+        for i, endpoint in enumerate(endpoints):
+            assert f"using device RPC{i} ({endpoint})" in log, log
+        assert_no_changes(cluster.run("deploys/rpc_worker.py", inventory=moved))
+    finally:
+        back = cluster.run("deploys/rpc_worker.py")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert sh("halo2", f"systemctl is-active halo-rpc@{PORT}") == "active"
+    assert sh("halo2", "ls /etc/halo-provision").split() == ["firewall.nft", f"rpc-{PORT}.env"]
+    assert {name: process_of(name) for name in ("halo1", "halo3")} == before
+
+
+def test_a_new_build_restarts_the_server(cluster):
+    """A new build id (what a new llama.cpp build brings) restarts the instance, once."""
+    name = "halo2"
+    before = process_of(name)
+    stamp = sh(name, "readlink -f /opt/llama.cpp/current")
+    build_id = Path(stamp).name
+    new = f"{stamp}-copy"
+    lab.ssh(name, f"cp -a {stamp} {new} && sed -i 's/{build_id}/{build_id}-copy/g' {new}/halo-build.json"
+                  f" && ln -sfn {new} /opt/llama.cpp/current")
+    try:
+        proc = cluster.run("deploys/rpc_worker.py")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert process_of(name) != before
+        assert sh(name, "grep LLAMA_BUILD_ID /etc/halo-provision/rpc-50052.env") == f"LLAMA_BUILD_ID={build_id}-copy"
+        assert_no_changes(cluster.run("deploys/rpc_worker.py"))
+    finally:
+        lab.ssh(name, f"ln -sfn {stamp} /opt/llama.cpp/current && rm -rf {new}")
+        cluster.run("deploys/rpc_worker.py")

@@ -1,0 +1,361 @@
+"""deploys/rpc_worker.py without hosts: unit and env file text, nftables ruleset, firewalld and ufw
+commands from facts, rpc_instances validation."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from ipaddress import ip_address
+
+import pytest
+from pyinfra.api import Inventory, StringCommand
+from pyinfra.context import ctx_host
+
+from deploys.rpc_worker import (
+    env_data,
+    firewall_data,
+    firewalld_commands,
+    firewalld_rpc_rules,
+    head_addresses,
+    remove_stale_instances,
+    render,
+    ufw_commands,
+    ufw_rpc_rules,
+    unit_data,
+)
+from deploys.settings import RpcInstance, SettingsError, validate_inventory
+from facts.rpc_worker import (
+    FirewalldRpcRules,
+    FirewallFrontends,
+    RpcServerInstances,
+    UfwRpcRules,
+)
+
+STAMP = {
+    "id": "0123456789ab-1a2b3c4d", "commit": "0123456789abcdef0123456789abcdef01234567", "ref": "b10760",
+    "backend": "hip", "flags": ["-DGGML_RPC=ON"],
+    "rpc_server": "/opt/llama.cpp/builds/0123456789ab-1a2b3c4d/bin/ggml-rpc-server",
+    "server": "/opt/llama.cpp/builds/0123456789ab-1a2b3c4d/bin/llama-server",
+}
+HEAD = ip_address("10.151.0.11")
+
+
+def env_lines(server: RpcInstance, address="10.151.0.12") -> dict[str, str]:
+    text = render("etc/halo-provision/rpc.env.j2", **env_data(ip_address(address), server, STAMP))
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+# -- the unit and its environment files -------------------------------------------------------
+
+
+def test_env_file_without_device_and_threads_leaves_them_out():
+    assert env_lines(RpcInstance(port=50052)) == {
+        "LLAMA_BUILD_ID": "0123456789ab-1a2b3c4d", "RPC_HOST": "10.151.0.12", "RPC_PORT": "50052",
+        "RPC_DEVICE_ARGS": "", "RPC_THREADS_ARGS": "",
+    }
+
+
+def test_env_file_with_device_and_threads():
+    lines = env_lines(RpcInstance(port=50053, device="ROCm0,Vulkan0", threads=8))
+    assert lines["RPC_PORT"] == "50053"
+    assert lines["RPC_DEVICE_ARGS"] == "-d ROCm0,Vulkan0"
+    assert lines["RPC_THREADS_ARGS"] == "-t 8"
+
+
+def test_env_file_changes_with_the_build():
+    other = dict(STAMP, id="fedcba987654-1a2b3c4d")
+    server = RpcInstance(port=50052)
+    first = render("etc/halo-provision/rpc.env.j2", **env_data(HEAD, server, STAMP))
+    second = render("etc/halo-provision/rpc.env.j2", **env_data(HEAD, server, other))
+    assert first != second and "LLAMA_BUILD_ID=fedcba987654-1a2b3c4d" in second
+
+
+def unit_text(stamp=STAMP, prefix="/opt/llama.cpp") -> str:
+    return render("etc/systemd/system/halo-rpc@.service.j2", **unit_data(prefix, stamp))
+
+
+def directives(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith(("#", "["))]
+
+
+def test_unit_runs_the_current_build_with_the_instance_settings():
+    lines = directives(unit_text())
+    assert ("ExecStart=/opt/llama.cpp/current/bin/ggml-rpc-server -H ${RPC_HOST} -p ${RPC_PORT} -c "
+            "$RPC_DEVICE_ARGS $RPC_THREADS_ARGS") in lines
+    assert "EnvironmentFile=/etc/halo-provision/rpc-%i.env" in lines
+    assert "User=llama-rpc" in lines
+    assert "StateDirectory=halo-rpc" in lines and "Environment=LLAMA_CACHE=/var/lib/halo-rpc" in lines
+
+
+def test_unit_names_the_binary_as_an_older_build_does():
+    old = dict(STAMP, rpc_server="/srv/llama/builds/x/bin/rpc-server")
+    assert "ExecStart=/srv/llama/current/bin/rpc-server -H" in unit_text(old, "/srv/llama")
+
+
+def test_unit_hardening():
+    lines = directives(unit_text())
+    for wanted in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+                   "PrivateDevices=no", "DevicePolicy=closed", "DeviceAllow=/dev/kfd rw",
+                   "DeviceAllow=char-drm rw", "CapabilityBoundingSet=", "RestrictNamespaces=yes",
+                   "SystemCallFilter=@system-service"):
+        assert wanted in lines, wanted
+    assert not [line for line in lines if line.startswith(("ReadWritePaths=", "ProtectSystem=full"))]
+
+
+def test_firewall_unit_loads_our_file_only():
+    text = render("etc/systemd/system/halo-firewall.service.j2", nft="/usr/sbin/nft",
+                  rules="/etc/halo-provision/firewall.nft", table="halo_provision")
+    lines = directives(text)
+    assert "ExecStart=/usr/sbin/nft -f /etc/halo-provision/firewall.nft" in lines
+    assert "ExecStop=/usr/sbin/nft delete table inet halo_provision" in lines
+    assert "WantedBy=sysinit.target" in lines and "PartOf=nftables.service" in lines
+
+
+# -- the nftables ruleset -----------------------------------------------------------------------
+
+
+def ruleset(ports, sources) -> str:
+    return render("etc/halo-provision/firewall.nft.j2", **firewall_data(ports, [ip_address(a) for a in sources]))
+
+
+def rules(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("tcp dport")]
+
+
+def test_ruleset_one_head():
+    text = ruleset([50052], ["10.151.0.11"])
+    assert rules(text) == [
+        "tcp dport { 50052 } ip saddr { 10.151.0.11 } accept",
+        "tcp dport { 50052 } counter drop",
+    ]
+    # replaces our table atomically, never the rest of the ruleset
+    assert "table inet halo_provision\ndelete table inet halo_provision\n" in text
+    assert "flush ruleset" not in text
+
+
+def test_ruleset_two_heads_and_several_ports():
+    assert rules(ruleset([50053, 50052, 50053], ["10.151.0.21", "10.151.0.11"])) == [
+        "tcp dport { 50052, 50053 } ip saddr { 10.151.0.11, 10.151.0.21 } accept",
+        "tcp dport { 50052, 50053 } counter drop",
+    ]
+
+
+def test_ruleset_ipv6_and_ipv4_heads():
+    assert rules(ruleset([50052], ["fd51::11", "10.151.0.11"])) == [
+        "tcp dport { 50052 } ip saddr { 10.151.0.11 } accept",
+        "tcp dport { 50052 } ip6 saddr { fd51::11 } accept",
+        "tcp dport { 50052 } counter drop",
+    ]
+    assert rules(ruleset([50052], ["fd51::11"]))[0] == "tcp dport { 50052 } ip6 saddr { fd51::11 } accept"
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft")
+def test_ruleset_is_valid_nftables(tmp_path):
+    path = tmp_path / "firewall.nft"
+    path.write_text(ruleset([50052, 50053], ["10.151.0.11", "fd51::11"]))
+    proc = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
+    if "Operation not permitted" in proc.stderr:
+        pytest.skip("nft -c needs CAP_NET_ADMIN")
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- head addresses -----------------------------------------------------------------------------
+
+
+def inventory(head: dict | None = None, halo2: dict | None = None, head_group=("halo1",)) -> Inventory:
+    halo1 = {"ssh_hostname": "10.151.0.11", "rpc_bind_address": "10.151.0.11", **(head or {})}
+    h2 = {"ssh_hostname": "10.151.0.12", "rpc_bind_address": "10.151.0.12", **(halo2 or {})}
+    halo1 = {k: v for k, v in halo1.items() if v is not None}
+    hosts = [("halo1", halo1), ("halo2", h2)]
+    return Inventory((hosts, {}), head=(list(head_group), {}), rpc_workers=(["halo1", "halo2"], {}))
+
+
+def sources_of(inv: Inventory) -> list[str]:
+    valid = validate_inventory(inv)
+    return [str(valid[h.name].head_source_address) for h in inv.get_group("head")]
+
+
+def test_head_address_is_its_rpc_bind_address_first():
+    assert sources_of(inventory({"head_bind_address": "10.151.0.99"})) == ["10.151.0.11"]
+
+
+def test_head_address_falls_back_to_head_bind_address_then_ssh_hostname():
+    inv = Inventory(([("halo2", {"ssh_hostname": "10.151.0.12", "rpc_bind_address": "10.151.0.12"}),
+                      ("halo3", {"ssh_hostname": "10.151.0.13", "head_bind_address": "10.151.0.99"}),
+                      ("halo4", {"ssh_hostname": "fd51::14"})], {}),
+                    head=(["halo3", "halo4"], {}), rpc_workers=(["halo2"], {}))
+    assert sources_of(inv) == ["10.151.0.99", "fd51::14"]
+
+
+def test_head_without_any_address_is_refused():
+    inv = Inventory(([("halo2", {"ssh_hostname": "10.151.0.12", "rpc_bind_address": "10.151.0.12"}),
+                      ("head1", {"ssh_hostname": "head1.lan", "head_bind_address": "0.0.0.0"})], {}),
+                    head=(["head1"], {}), rpc_workers=(["halo2"], {}))
+    with pytest.raises(SettingsError) as info:
+        validate_inventory(inv)
+    (problem,) = info.value.problems
+    assert problem.startswith("head1: rpc_bind_address = None is invalid: head1 is in group head")
+    assert "firewalls accept connections from the head's address only" in problem
+    assert "Fix it in the inventory's host data of head1." in problem
+
+
+def test_head_addresses_of_the_inventory():
+    inv = inventory()
+    validate_inventory(inv)
+    assert head_addresses(inv) == [ip_address("10.151.0.11")]
+
+
+# -- rpc_instances ------------------------------------------------------------------------------
+
+
+def test_instances_default_to_one_server_on_rpc_port():
+    valid = validate_inventory(inventory(halo2={"rpc_port": 50060}))
+    assert valid["halo2"].rpc_servers == [RpcInstance(port=50060)]
+    assert valid["halo2"].rpc_endpoints == ["10.151.0.12:50060"]
+
+
+def test_instances_replace_rpc_port():
+    instances = [{"port": 50052, "device": "ROCm0"}, {"port": 50053, "threads": 4}]
+    s = validate_inventory(inventory(halo2={"rpc_instances": instances}))["halo2"]
+    assert [(i.port, i.device, i.threads) for i in s.rpc_servers] == [(50052, "ROCm0", None), (50053, None, 4)]
+    assert s.rpc_endpoints == ["10.151.0.12:50052", "10.151.0.12:50053"]
+
+
+@pytest.mark.parametrize("instances, words", [
+    ([{"port": 0}], ["entry {'port': 0} is not allowed", "port 1 to 65535"]),
+    ([{"port": "50052"}], ["entry {'port': '50052'} is not allowed"]),
+    ([{"device": "ROCm0"}], ["entry {'device': 'ROCm0'} is not allowed"]),
+    ([{"port": 50052, "gpu": "ROCm0"}], ["entry {'port': 50052, 'gpu': 'ROCm0'} is not allowed"]),
+    ([{"port": 50052, "device": "ROCm0; rm -rf /"}], ["ggml device names separated by commas"]),
+    ([{"port": 50052, "threads": 0}], ["threads 1 to 1024"]),
+    ([50052], ["entry 50052 is not allowed"]),
+    ("50052", ["a list of RPC servers"]),
+    ([{"port": 50052}, {"port": 50052, "device": "ROCm0"}],
+     ["port 50052 is used by 2 instances; expected each on its own port"]),
+])
+def test_bad_instances_are_refused(instances, words):
+    with pytest.raises(SettingsError) as info:
+        validate_inventory(inventory(halo2={"rpc_instances": instances}))
+    (problem,) = info.value.problems
+    assert problem.startswith(f"halo2: rpc_instances = {instances!r} is invalid: ")
+    for word in words:
+        assert word in problem
+
+
+def test_instances_on_another_workers_address_and_port_are_refused():
+    inv = inventory(halo2={"rpc_bind_address": "10.151.0.11", "rpc_instances": [{"port": 50053}, {"port": 50052}]})
+    with pytest.raises(SettingsError) as info:
+        validate_inventory(inv)
+    (problem,) = info.value.problems
+    assert "halo1 already runs an RPC server on 10.151.0.11:50052" in problem
+
+
+def test_head_port_must_differ_from_every_instance_port():
+    inv = inventory(head={"head_port": 50053, "rpc_instances": [{"port": 50052}, {"port": 50053}]})
+    with pytest.raises(SettingsError) as info:
+        validate_inventory(inv)
+    (problem,) = info.value.problems
+    assert problem.startswith("halo1: head_port = 50053 is invalid: ")
+    assert "different from every port of rpc_instances" in problem
+
+
+# -- firewalld and ufw: from facts to commands --------------------------------------------------
+
+
+class FakeHost:
+    """Just enough of a pyinfra host for an operation's body: facts by class, noop messages."""
+
+    name = "halo2"
+
+    def __init__(self, facts: dict):
+        self.facts = facts
+        self.noops: list[str] = []
+
+    def get_fact(self, fact, **kwargs):
+        return self.facts[fact]
+
+    def noop(self, message: str) -> None:
+        self.noops.append(message)
+
+
+def run_operation(operation, facts: dict, **kwargs) -> tuple[list[str], list[str]]:
+    """The commands an operation yields for these facts, and its noop messages."""
+    fake = FakeHost(facts)
+    with ctx_host.use(fake):
+        commands = list(operation._inner(**kwargs))
+    assert all(isinstance(c, StringCommand) for c in commands)
+    return [c.get_raw_value() for c in commands], fake.noops
+
+
+RULE = 'rule family="ipv4" source address="10.151.0.11" service name="halo-rpc" accept'
+
+
+def test_firewalld_fresh():
+    commands, _ = run_operation(firewalld_rpc_rules, {FirewalldRpcRules: {"ports": None, "rich_rules": []}},
+                                ports=[50052], sources=[HEAD])
+    assert commands == [
+        "firewall-cmd --permanent --new-service=halo-rpc",
+        "firewall-cmd --permanent --service=halo-rpc --add-port=50052/tcp",
+        f"firewall-cmd --permanent '--add-rich-rule={RULE}'",
+        "firewall-cmd --reload",
+    ]
+
+
+def test_firewalld_configured_changes_nothing():
+    facts = {FirewalldRpcRules: {"ports": ["50052/tcp"], "rich_rules": [RULE, 'rule family="ipv4" source '
+                                                                        'address="192.0.2.7" port port="22" '
+                                                                        'protocol="tcp" accept']}}
+    commands, noops = run_operation(firewalld_rpc_rules, facts, ports=[50052], sources=[HEAD])
+    assert commands == [] and noops == ["firewalld already allows the heads to the RPC ports"]
+
+
+def test_firewalld_moves_ports_and_heads():
+    current = {"ports": ["50052/tcp", "50060/tcp"], "rich_rules": [RULE]}
+    new_head, v6_head = ip_address("10.151.0.21"), ip_address("fd51::11")
+    assert firewalld_commands(current, [50052, 50053], [new_head, v6_head]) == [
+        "firewall-cmd --permanent --service=halo-rpc --add-port=50053/tcp",
+        "firewall-cmd --permanent --service=halo-rpc --remove-port=50060/tcp",
+        "firewall-cmd --permanent '--add-rich-rule=rule family=\"ipv4\" source address=\"10.151.0.21\" "
+        "service name=\"halo-rpc\" accept'",
+        "firewall-cmd --permanent '--add-rich-rule=rule family=\"ipv6\" source address=\"fd51::11\" "
+        "service name=\"halo-rpc\" accept'",
+        f"firewall-cmd --permanent '--remove-rich-rule={RULE}'",
+        "firewall-cmd --reload",
+    ]
+
+
+def test_ufw_fresh_two_heads_two_ports():
+    commands, _ = run_operation(ufw_rpc_rules, {UfwRpcRules: []}, ports=[50053, 50052],
+                                sources=[HEAD, ip_address("fd51::11")])
+    assert commands == [
+        "ufw allow proto tcp from 10.151.0.11 to any port 50052 comment halo-provision",
+        "ufw allow proto tcp from fd51::11 to any port 50052 comment halo-provision",
+        "ufw allow proto tcp from 10.151.0.11 to any port 50053 comment halo-provision",
+        "ufw allow proto tcp from fd51::11 to any port 50053 comment halo-provision",
+    ]
+
+
+def test_ufw_configured_changes_nothing_and_stale_rules_go():
+    current = [{"source": "10.151.0.11", "port": 50052}]
+    commands, noops = run_operation(ufw_rpc_rules, {UfwRpcRules: current}, ports=[50052], sources=[HEAD])
+    assert commands == [] and noops
+    assert ufw_commands(current + [{"source": "10.151.0.11", "port": 50060}], [50052], [HEAD]) == [
+        "ufw delete allow proto tcp from 10.151.0.11 to any port 50060",
+    ]
+
+
+def test_stale_instances_are_stopped_disabled_and_forgotten():
+    commands, _ = run_operation(remove_stale_instances, {RpcServerInstances: [50052, 50060]}, wanted=[50052])
+    assert commands == [
+        "systemctl disable --now halo-rpc@50060.service",
+        "systemctl reset-failed halo-rpc@50060.service 2>/dev/null || true",
+        "rm -f /etc/halo-provision/rpc-50060.env",
+    ]
+    commands, noops = run_operation(remove_stale_instances, {RpcServerInstances: [50052]}, wanted=[50052])
+    assert commands == [] and noops
+
+
+@pytest.mark.parametrize("fact", [RpcServerInstances, FirewallFrontends, FirewalldRpcRules, UfwRpcRules])
+def test_fact_commands_exit_0_here(fact):
+    proc = subprocess.run(["/bin/sh", "-c", fact().command()], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
