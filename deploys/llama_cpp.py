@@ -18,14 +18,23 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FileDownloadCommand, FileUploadCommand, StringCommand, deploy, operation
+from pyinfra.api import (
+    FileDownloadCommand,
+    FileUploadCommand,
+    FunctionCommand,
+    StringCommand,
+    deploy,
+    operation,
+)
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, dnf
 
+from deploys.common import once_per_run
 from deploys.settings import Settings, settings
 from facts.llama_cpp import STAMP, LlamaCppInstall
 
@@ -147,11 +156,23 @@ def build(s: Settings, flags: list[str], jobs: int | None):
     yield StringCommand("bash", "-c", shlex.quote(build_script(s, flags, jobs)))
 
 
+def _clear_artifacts(state, host, artifact: Path) -> None:
+    """Make room for this run's copy: earlier copies of the same group are never used again."""
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    for old in artifact.parent.glob(artifact.name.rsplit("-", 1)[0] + "-*.tar"):
+        old.unlink(missing_ok=True)
+
+
+def _check_artifact(state, host, artifact: Path, builder: str) -> None:
+    if not artifact.exists():
+        raise OSError(f"no llama.cpp build came from {builder} in this run (its build failed?): nothing to copy")
+
+
 @operation(is_idempotent=False)
 def pack(prefix: str, artifact: Path):
     """Download the `current` build of the build host to the pyinfra machine for the other hosts."""
-    artifact.parent.mkdir(parents=True, exist_ok=True)
     remote = f"/tmp/halo-llama-build-{artifact.stem}.tar"
+    yield FunctionCommand(_clear_artifacts, (artifact,), {})
     yield StringCommand("tar", "-C", f"{prefix}/builds", "-chf", remote, f"$(readlink {prefix}/current | xargs basename)")
     yield FileDownloadCommand(remote, str(artifact))
     yield StringCommand("rm", "-f", remote)
@@ -161,6 +182,7 @@ def pack(prefix: str, artifact: Path):
 def unpack(prefix: str, artifact: Path, builder: str):
     """Install the build host's build and point `current` at it."""
     remote = f"/tmp/halo-llama-build-{artifact.stem}.tar"
+    yield FunctionCommand(_check_artifact, (artifact, builder), {})
     yield FileUploadCommand(str(artifact), remote)
     script = f"""set -eu
 prefix={shlex.quote(prefix)}
@@ -187,9 +209,11 @@ class Plan:
     up_to_date: set[str] = field(default_factory=set)
     members: list[str] = field(default_factory=list)
 
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])  # this run's copy, never an older one
+
     @property
     def artifact(self) -> Path:
-        return ARTIFACTS / f"{self.key}-{self.wanted_commit or 'new'}.tar"
+        return ARTIFACTS / f"{self.key}-{self.token}.tar"
 
     def waiting(self) -> list[str]:
         """Hosts of the group that take a copy of the builder's build."""
@@ -208,10 +232,7 @@ def host_key(distro: dict, flags: list[str]) -> str:
 
 
 def plan_builds(state) -> dict[str, tuple[Plan, str]]:
-    """{host: (its group's plan, its package family)}, made once per run from each host's facts."""
-    cached = getattr(state, "_halo_llama_cpp_plans", None)
-    if cached is not None:
-        return cached
+    """{host: (its group's plan, its package family)} from each host's facts (call it once per run)."""
     active = set(state.inventory.get_active_hosts())
     seen: dict[str, dict] = {}
     for other in (h for h in state.inventory if h in active):  # inventory order: the first host builds
@@ -237,7 +258,6 @@ def plan_builds(state) -> dict[str, tuple[Plan, str]]:
                 and current["flags"] == h["flags"]:
             plan.up_to_date.add(name)
         plans[name] = (plan, h["family"])
-    state._halo_llama_cpp_plans = plans
     return plans
 
 
@@ -247,7 +267,7 @@ def llama_cpp() -> None:
     `_if` keeps each to the hosts it concerns."""
     s = settings(host)
     flags = cmake_flags(s)
-    plan, family = plan_builds(host.state)[host.name]
+    plan, family = once_per_run("llama_cpp_plans", lambda: plan_builds(host.state))[host.name]
     builds_here = plan.builder == host.name and host.name not in plan.up_to_date
     copies_here = plan.builder != host.name and host.name not in plan.up_to_date
     runtime = RUNTIME_PACKAGES[(family, s.llama_cpp_backend)]

@@ -32,7 +32,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import LinuxDistribution
 
 from deploys.checks import Row, distro_id, firmware_rows, kernel_row
-from deploys.common import fail_host
+from deploys.common import fail_host, run_lock
 from deploys.llama_cpp import cmake_flags
 from deploys.settings import GIB, HEAD_GROUP, TTM_PAGES_PER_GIB, Settings, settings
 from facts.amdgpu import GpuMemory, KfdGpuNodes, TtmLimits
@@ -414,13 +414,14 @@ def _run_cache(name: str) -> dict:
 
 def cluster_builds(hosts: list, own: dict | None) -> dict[str, dict | None]:
     """LlamaCppInstall of every host in this run, each read once per run (own: this host's)."""
-    builds = _run_cache("_halo_verify_builds")
-    builds[host.name] = own
-    for other in hosts:
-        if other.name not in builds:
-            o = settings(other)
-            builds[other.name] = other.get_fact(LlamaCppInstall, prefix=o.llama_cpp_prefix, ref=o.llama_cpp_ref)
-    return {h.name: builds[h.name] for h in hosts}
+    with run_lock("verify_builds"):  # hosts are prepared in parallel: read each other host once
+        builds = _run_cache("_halo_verify_builds")
+        builds[host.name] = own
+        for other in hosts:
+            if other.name not in builds:
+                o = settings(other)
+                builds[other.name] = other.get_fact(LlamaCppInstall, prefix=o.llama_cpp_prefix, ref=o.llama_cpp_ref)
+        return {h.name: builds[h.name] for h in hosts}
 
 
 @deploy("Verify Strix Halo host")
