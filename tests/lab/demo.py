@@ -10,9 +10,11 @@ result. The lab keeps running; `python -m tests.lab stop` ends it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from tests.lab import lab
@@ -29,6 +31,19 @@ def pyinfra(inventory: str, deploy: str, data: dict[str, str]) -> int:
     return subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
 
 
+def show_completion(head: lab.LabHost) -> None:
+    """Ask the head's llama-server for a few tokens and show where the model's layers live."""
+    request = urllib.request.Request(
+        f"http://{head.address}:8080/completion", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"prompt": "Strix Halo", "n_predict": 8}).encode())
+    with urllib.request.urlopen(request, timeout=60) as response:
+        reply = json.load(response)
+    print(f"\n$ curl http://{head.address}:8080/completion  (the tiny model has random weights: garbage text)")
+    print(f"{reply.get('tokens_predicted')} tokens: {reply.get('content')!r}")
+    buffers = lab.ssh(head, "journalctl -u halo-llama-server -b --no-pager | grep 'model buffer size' | tail -n 3")
+    print("model buffers:\n" + buffers.stdout.rstrip())
+
+
 def main() -> int:
     hosts = lab.ensure(lab.parse_host_args(HOSTS))
     for host in hosts:
@@ -39,6 +54,8 @@ def main() -> int:
             print("demo: deploys/full.py failed (see above)", file=sys.stderr)
             return 1
         status = pyinfra(inventory, "deploys/verify.py", data)
+    head = hosts[0]
+    show_completion(head)
     print(f"\nThe lab keeps running: ssh -F {lab.STATE / 'ssh_config'} halo1;  stop it: python -m tests.lab stop")
     return status
 
