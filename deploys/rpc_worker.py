@@ -77,7 +77,8 @@ def env_path(port: int) -> str:
 
 def unit_data(prefix: str, stamp: dict) -> dict:
     """Values of halo-rpc@.service: the RPC binary through `current`, named as the build names it."""
-    return {"service_user": USER, "env_dir": ENV_DIR, "binary": f"{prefix}/current/bin/{Path(stamp['rpc_server']).name}"}
+    binary = f"{prefix}/current/bin/{Path(stamp['rpc_server']).name}"
+    return {"service_user": USER, "env_dir": ENV_DIR, "binary": binary}
 
 
 def env_data(address: IPAddress, server: RpcInstance, stamp: dict) -> dict:

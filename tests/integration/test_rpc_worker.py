@@ -7,6 +7,9 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from deploys.head import UNIT as HEAD_UNIT
 from tests.integration.conftest import assert_no_changes, results
 from tests.integration.tiny_model import write_tiny_model
 from tests.lab import lab
@@ -14,6 +17,18 @@ from tests.lab import lab
 WORKERS = ("halo1", "halo2", "halo3")
 HEAD = "halo1"
 PORT = 50052
+
+
+@pytest.fixture(scope="module", autouse=True)
+def head_server_stopped(cluster):
+    """An RPC server serves one client at a time and the head's llama-server holds them all: the
+    connections these tests open would wait in full accept queues. Stop it meanwhile, then restart it."""
+    active = lab.ssh(HEAD, f"systemctl is-active {HEAD_UNIT}", check=False).stdout.strip() == "active"
+    if active:
+        lab.ssh(HEAD, f"systemctl stop {HEAD_UNIT}")
+    yield
+    if active:
+        lab.ssh(HEAD, f"systemctl start {HEAD_UNIT}")
 
 
 def address(name: str) -> str:
@@ -66,7 +81,6 @@ def test_servers_run_hardened_and_listen_on_their_address(cluster):
 def run_model_through(endpoints: list[str], tmp_path: Path) -> str:
     """Run llama-server on the head with the tiny model on these RPC servers, complete 8 tokens; its log.
 
-    An RPC server serves one client at a time: use servers the head's own llama-server does not hold.
     """
     model = write_tiny_model(tmp_path / "tiny.gguf").read_bytes()
     subprocess.run(["ssh", "-F", str(lab.STATE / "ssh_config"), HEAD, "cat > /tmp/rpc-test.gguf"],
@@ -84,7 +98,7 @@ for _ in range(120):
     except OSError:
         time.sleep(0.5)
 request = urllib.request.Request("http://127.0.0.1:8099/completion", headers={{"Content-Type": "application/json"}},
-                                 data=json.dumps({{"prompt": "Strix Halo", "n_predict": 8}}).encode())
+                                 data=json.dumps({{"prompt": "Strix Halo", "n_predict": 8, "ignore_eos": True}}).encode())
 print("tokens:", json.loads(urllib.request.urlopen(request, timeout=60).read())["tokens_predicted"])
 PY
 kill $pid; wait $pid; grep -E "offloaded|using device RPC" /tmp/rpc-test.log; rm -f /tmp/rpc-test.gguf /tmp/rpc-test.log
@@ -168,3 +182,47 @@ def test_a_new_build_restarts_the_server(cluster):
     finally:
         lab.ssh(name, f"ln -sfn {stamp} /opt/llama.cpp/current && rm -rf {new}")
         cluster.run("deploys/rpc_worker.py")
+
+
+def apt_install(name: str, packages: str) -> None:
+    lab.ssh(name, f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+                  f"-o DPkg::Lock::Timeout=120 {packages} >/dev/null", timeout=600)
+
+
+def changed_on(proc, operation: str) -> int:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return sum(r["success"] for op, r in results(proc).items() if op.endswith(f"| {operation}"))
+
+
+def test_ufw_on_a_worker_gets_a_rule_for_the_head(cluster):
+    """ufw's own default deny drops the head too; the step adds an allow rule for it, once."""
+    apt_install("halo3", "ufw")
+    try:
+        lab.ssh("halo3", "ufw allow 22/tcp && ufw --force enable")
+        assert not can_connect(HEAD, "halo3")
+        assert changed_on(cluster.run("deploys/rpc_worker.py"), "Allow the heads to the RPC ports in ufw") == 1
+        rule = f"ufw allow from {address(HEAD)} to any port {PORT} proto tcp comment 'halo-provision'"
+        assert rule in sh("halo3", "ufw show added").splitlines()
+        assert can_connect(HEAD, "halo3") and not can_connect("halo2", "halo3")
+        assert_no_changes(cluster.run("deploys/rpc_worker.py"))
+    finally:
+        lab.ssh("halo3", "ufw --force reset >/dev/null; ufw --force disable; "
+                         "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ufw >/dev/null", check=False)
+
+
+def test_firewalld_on_a_worker_gets_a_rich_rule_for_the_head(cluster):
+    """firewalld's default zone rejects the head too; the step adds service halo-rpc and a rich rule, once."""
+    apt_install("halo3", "firewalld")
+    try:
+        assert sh("halo3", "firewall-cmd --state") == "running"
+        assert not can_connect(HEAD, "halo3")
+        proc = cluster.run("deploys/rpc_worker.py")
+        assert changed_on(proc, "Allow the heads to the RPC ports in firewalld") == 1
+        assert sh("halo3", "firewall-cmd --list-rich-rules") == (
+            f'rule family="ipv4" source address="{address(HEAD)}" service name="halo-rpc" accept')
+        assert f"ports: {PORT}/tcp" in sh("halo3", "firewall-cmd --info-service=halo-rpc")  # the running config
+        assert can_connect(HEAD, "halo3") and not can_connect("halo2", "halo3")
+        assert_no_changes(cluster.run("deploys/rpc_worker.py"))
+    finally:
+        lab.ssh("halo3", "systemctl disable --now firewalld; DEBIAN_FRONTEND=noninteractive apt-get purge -y -q "
+                         "firewalld >/dev/null; rm -rf /etc/firewalld", check=False)
