@@ -23,7 +23,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from packaging.version import Version
@@ -425,16 +425,22 @@ def cluster_builds(hosts: list, own: dict | None) -> dict[str, dict | None]:
 
 
 @deploy("Verify Strix Halo host")
-def verify_host() -> None:
+def verify_host(services: bool = True) -> None:
+    """services=False (deploys/full.py): judge only what a run cannot change (hardware, the booted
+    kernel and its arguments, firmware), since facts are read before the run's operations; the build,
+    the RPC servers and the head are checked by their own steps as they run."""
     s = settings(host)
     facts = read_facts(s)
+    if not services:
+        facts = replace(facts, llama_cpp=None, rpc=None, head=None)
     report = judge(facts, s)
     active = host.state.inventory.get_active_hosts()
     hosts = [h for h in host.state.inventory if h in active]  # in inventory order
-    same = same_build_row(host.name, cluster_builds(hosts, facts.llama_cpp),
-                          [h.name for h in hosts if HEAD_GROUP in h.groups])
-    if same is not None:
-        report.rows.append(same)
+    if services:
+        same = same_build_row(host.name, cluster_builds(hosts, facts.llama_cpp),
+                              [h.name for h in hosts if HEAD_GROUP in h.groups])
+        if same is not None:
+            report.rows.append(same)
     logger.info(report.table())
     if report.failures:
         fail_host("Fail: the host does not pass verification",

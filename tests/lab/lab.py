@@ -277,7 +277,7 @@ def make_root_disk(image: Path, rootfs: Path, label: str) -> str:
     raise LabError(f"no free loop device from /dev/loop{LOOP_FIRST + 100 * LAB_ID} on: losetup --list")
 
 
-def release_root_disks(devices: list[str], timeout: float = STOP_TIMEOUT_S) -> None:
+def release_root_disks(devices: list[str], timeout: float = 4 * STOP_TIMEOUT_S) -> None:
     """Wait until the hosts' root devices are free after the unmounts, then remove them.
 
     Loop devices detach by themselves once unmounted (autoclear). zram devices (from an older lab)
@@ -305,6 +305,11 @@ def release_root_disks(devices: list[str], timeout: float = STOP_TIMEOUT_S) -> N
                 continue
             pending.remove(device)
         time.sleep(0.2 if pending else 0)
+    for device in list(pending):  # autoclear did not come: detach it ourselves where nothing holds it
+        if device.startswith("/dev/loop"):
+            run("losetup", "-d", device, check=False)
+            if not Path(f"/sys/block/{device.removeprefix('/dev/')}/loop").exists():
+                pending.remove(device)
     if pending:
         pending_file.write_text(" ".join(pending) + "\n")
     else:
