@@ -6,3 +6,19 @@ plain JSON-like data (dict/list/int/str/None), e.g.::
     from facts.amdgpu import GpuMemory
     cards = host.get_fact(GpuMemory)
 """
+
+
+def sections(output: list[str]) -> dict[str, list[str]]:
+    """Split a fact command's output at its `## name` marker lines: {"name": [lines after it]}.
+
+    >>> sections(["## stamp", "{}", "## ref", "abc"])
+    {'stamp': ['{}'], 'ref': ['abc']}
+    """
+    found: dict[str, list[str]] = {}
+    current = None
+    for line in output:
+        if line.startswith("## "):
+            current = found.setdefault(line[3:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return found

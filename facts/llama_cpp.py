@@ -21,6 +21,8 @@ import shlex
 
 from pyinfra.api import FactBase
 
+from facts import sections
+
 STAMP = "halo-build.json"
 STAMP_KEYS = ("id", "commit", "ref", "backend", "flags", "rpc_server", "server")
 
@@ -53,16 +55,9 @@ class LlamaCppInstall(FactBase[dict]):
         )
 
     def process(self, output: list[str]) -> dict:
-        sections: dict[str, list[str]] = {}
-        name = None
-        for line in output:
-            if line.startswith("## "):
-                name = line[3:].strip()
-                sections[name] = []
-            elif name:
-                sections[name].append(line)
-        return {"current": parse_stamp("\n".join(sections.get("stamp", []))),
-                "ref_commit": parse_commit(sections.get("ref", []))}
+        found = sections(output)
+        return {"current": parse_stamp("\n".join(found.get("stamp", []))),
+                "ref_commit": parse_commit(found.get("ref", []))}
 
 
 def parse_stamp(text: str) -> dict | None:

@@ -15,6 +15,8 @@ import shlex
 
 from pyinfra.api import FactBase
 
+from facts import sections
+
 ENV_DIR = "/etc/halo-provision"
 FIREWALLD_SERVICE = "halo-rpc"  # firewalld service holding the RPC ports; our rich rules name it
 UFW_COMMENT = "halo-provision"  # comment on the ufw rules we add
@@ -112,19 +114,12 @@ class FirewalldRpcRules(FactBase[dict]):
         )
 
     def process(self, output: list[str]) -> dict:
-        sections: dict[str, list[str]] = {}
-        name = None
-        for line in output:
-            if line.startswith("## "):
-                name = line[3:].strip()
-                sections[name] = []
-            elif name and line.strip():
-                sections[name].append(line.strip())
-        ports_lines = sections.get("ports")
+        found = {name: [line.strip() for line in lines if line.strip()] for name, lines in sections(output).items()}
+        ports_lines = found.get("ports")
         ports = None
         if ports_lines is not None and "(no service)" not in ports_lines:
             ports = sorted(p for line in ports_lines for p in line.split() if re.fullmatch(r"\d+/\w+", p))
-        return {"ports": ports, "rich_rules": sections.get("rich rules", [])}
+        return {"ports": ports, "rich_rules": found.get("rich rules", [])}
 
 
 class UfwRpcRules(FactBase[list]):
