@@ -37,7 +37,7 @@ from pyinfra.operations.util import any_changed
 
 from deploys.common import HostCheckFailed, warn
 from deploys.groups import GPU_GROUPS
-from deploys.settings import HEAD_GROUP, IPAddress, RpcInstance, Settings, settings
+from deploys.settings import HEAD_GROUP, IPAddress, RpcInstance, settings
 from facts.llama_cpp import STAMP, LlamaCppInstall
 from facts.rpc_worker import (
     ENV_DIR,

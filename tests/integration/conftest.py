@@ -134,3 +134,15 @@ def cluster(lab_session):
         first = pyinfra(inventory, "deploys/full.py", data=data)
         assert first.returncode == 0, f"deploys/full.py failed on the lab cluster:\n{first.stdout}\n{first.stderr}"
         yield Cluster(hosts, inventory, data, first)
+
+
+def inventory_with(tmp_path: Path, **host_data: dict) -> str:
+    """The lab inventory with extra data for some hosts: inventory_with(tmp_path, halo2={"rpc_port": 1})."""
+    text = (lab.STATE / "inventory.py").read_text()
+    for name, data in host_data.items():
+        entry = f"({name!r}, {{"
+        assert text.count(entry) == 1, f"{name} not in the lab inventory"
+        text = text.replace(entry, entry + ", ".join(f"{k!r}: {v!r}" for k, v in data.items()) + ", ")
+    path = tmp_path / "inventory.py"
+    path.write_text(text)
+    return str(path)

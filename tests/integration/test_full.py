@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from tests.integration.conftest import assert_no_changes
-from tests.integration.test_rpc_worker import HEAD, PORT, can_connect, inventory_with, process_of, sh
+from tests.integration.conftest import assert_no_changes, inventory_with
+from tests.integration.test_rpc_worker import HEAD, PORT, can_connect, process_of, sh
 from tests.lab import lab
 
 

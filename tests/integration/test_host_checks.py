@@ -1,26 +1,13 @@
 """deploys/kernel.py, firmware.py and groups.py through the pyinfra CLI over SSH on the lab hosts."""
 
-from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import assert_no_changes, pyinfra, results
+from tests.integration.conftest import assert_no_changes, inventory_with, pyinfra, results
 from tests.lab import lab
 from tests.lab.gpu import GpuProfile
 
 HOSTS = ("halo1", "halo2", "halo3")
-
-
-def inventory_with(tmp_path: Path, **host_data: dict) -> str:
-    """The lab inventory with extra data for some hosts: inventory_with(tmp_path, halo2={"gpu_users": [...]})."""
-    text = (lab.STATE / "inventory.py").read_text()
-    for name, data in host_data.items():
-        entry = f"({name!r}, {{"
-        assert text.count(entry) == 1, f"{name} not in the lab inventory"
-        text = text.replace(entry, entry + ", ".join(f"{k!r}: {v!r}" for k, v in data.items()) + ", ")
-    path = tmp_path / "inventory.py"
-    path.write_text(text)
-    return str(path)
 
 
 def output(proc) -> str:

@@ -1,8 +1,6 @@
 """deploys/llama_cpp.py on the lab cluster: one build copied everywhere, no-op reruns, failed builds."""
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 from tests.integration.conftest import assert_no_changes

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploys.head import UNIT as HEAD_UNIT
-from tests.integration.conftest import assert_no_changes, results
+from tests.integration.conftest import assert_no_changes, inventory_with, results
 from tests.integration.tiny_model import write_tiny_model
 from tests.lab import lab
 
@@ -50,18 +50,6 @@ def process_of(name: str, port: int = PORT) -> tuple[str, str]:
     show = sh(name, f"systemctl show -p MainPID -p ActiveEnterTimestamp halo-rpc@{port}.service")
     values = dict(line.split("=", 1) for line in show.splitlines())
     return values["MainPID"], values["ActiveEnterTimestamp"]
-
-
-def inventory_with(tmp_path: Path, **host_data: dict) -> str:
-    """The lab inventory with extra data for some hosts: inventory_with(tmp_path, halo2={"rpc_port": 1})."""
-    text = (lab.STATE / "inventory.py").read_text()
-    for name, data in host_data.items():
-        entry = f"({name!r}, {{"
-        assert text.count(entry) == 1, f"{name} not in the lab inventory"
-        text = text.replace(entry, entry + ", ".join(f"{k!r}: {v!r}" for k, v in data.items()) + ", ")
-    path = tmp_path / "inventory.py"
-    path.write_text(text)
-    return str(path)
 
 
 def test_servers_run_hardened_and_listen_on_their_address(cluster):

@@ -239,7 +239,7 @@ def test_missing_and_commented_lines_get_a_new_line_at_the_end(tmp_path):
 
 
 def test_grub_cmdline_linux_is_edited_in_place_never_appended_to(tmp_path):
-    text = DEBIAN.replace('GRUB_CMDLINE_LINUX=""', f'GRUB_CMDLINE_LINUX="rd.luks=0 iommu=pt amd_iommu=off ttm.pages_limit=1"')
+    text = DEBIAN.replace('GRUB_CMDLINE_LINUX=""', 'GRUB_CMDLINE_LINUX="rd.luks=0 iommu=pt amd_iommu=off ttm.pages_limit=1"')
     new = edit(text)
     assert sourced(new, tmp_path) == (
         f"quiet ttm.page_pool_size={PAGES_120}",
