@@ -44,12 +44,6 @@ class Row:
     why: str = ""
 
 
-def distro_id(distribution: dict | None) -> str:
-    """Lower-case distro ID ("debian", "ubuntu", "fedora") from pyinfra's LinuxDistribution fact."""
-    distribution = distribution or {}
-    return str((distribution.get("release_meta") or {}).get("ID") or distribution.get("name") or "").lower()
-
-
 def kernel_row(distro: str, kernel: dict | None, s: Settings) -> Row:
     """FAIL below kernel_min_version, WARN below kernel_recommended_version; the fix for the distro."""
     release = (kernel or {}).get("release", "?")

@@ -14,7 +14,7 @@ from typing import TypeVar
 import gevent.lock
 from pyinfra import host, logger
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.operations import python
+from pyinfra.operations import apt, dnf, python
 
 
 T = TypeVar("T")
@@ -31,6 +31,20 @@ def _raise(message: str) -> None:
 def fail_host(name: str, message: str) -> None:
     """Add an operation that fails the current host with `message` (the other hosts go on)."""
     python.call(name=name, function=_raise, message=f"{host.name}: {message}")
+
+
+def install_packages(distro: dict, name: str, packages: list[str], update: bool = True,
+                     cache_time: int = 24 * 3600) -> None:
+    """Install `packages` with the host's package manager (facts.distro.Distro): apt (lists refreshed
+    when `update` and older than `cache_time` s) or dnf; a host with neither fails, naming them."""
+    if packages and distro["package_manager"] == "dnf":
+        dnf.packages(name=name, packages=packages)
+    elif packages and distro["package_manager"] == "apt":
+        apt.packages(name=name, packages=packages, update=update, cache_time=cache_time)
+    elif distro["package_manager"] not in ("apt", "dnf"):
+        fail_host(f"Fail: {name}", f"{distro['name'] or distro['id'] or 'this distribution'} is neither "
+                  "Debian/Ubuntu-like (apt) nor Fedora/RHEL-like (dnf), the distributions halo-provision "
+                  f"installs packages on (needed here: {' '.join(packages)})")
 
 
 def warn(message: str) -> None:

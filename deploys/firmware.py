@@ -10,10 +10,10 @@ fails the host; 0x80 is known good. The output says what was and was not checked
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.server import LinuxDistribution
 
-from deploys.checks import act_on, distro_id, firmware_rows
+from deploys.checks import act_on, firmware_rows
 from deploys.settings import settings
+from facts.distro import Distro
 from facts.firmware import FirmwarePackages, MesFirmware
 
 
@@ -21,7 +21,7 @@ from facts.firmware import FirmwarePackages, MesFirmware
 def check_firmware() -> None:
     s = settings(host)
     rows = firmware_rows(
-        distro_id(host.get_fact(LinuxDistribution)),
+        host.get_fact(Distro)["family"],
         host.get_fact(FirmwarePackages),
         host.get_fact(MesFirmware),
         s,

@@ -32,12 +32,12 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
-from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import server
 
 from deploys.common import fail_host, warn
 from deploys.settings import Settings, settings
 from facts.amdgpu import GpuMemory, TtmLimits
+from facts.distro import Distro
 from facts.grub import GRUB_CFG, GrubbyKernels, GrubDefault
 from facts.kernel import KernelCmdline
 from facts.memory import MemTotal, host_installed_ram
@@ -285,25 +285,15 @@ def running_kernel_has_args(wanted: KernelArgs, remove: list[str]):
                         "loader did not use the new configuration (another boot loader or boot entry?)")
 
 
-def boot_style(distribution: dict | None) -> str | None:
-    """"grubby" (Fedora and relatives), "grub-default" (Debian, Ubuntu) or None, from LinuxDistribution."""
-    meta = (distribution or {}).get("release_meta") or {}
-    family = {str(meta.get("ID", "")).lower(), *str(meta.get("ID_LIKE", "")).lower().split()}
-    if family & {"fedora", "rhel", "centos"}:
-        return "grubby"
-    if family & {"debian", "ubuntu"}:
-        return "grub-default"
-    return None
-
-
 @deploy("Set the GPU kernel arguments")
 def grub_kernel_args() -> None:
     s = settings(host)
-    style = boot_style(host.get_fact(LinuxDistribution))
+    style = host.get_fact(Distro)["boot_loader"]
     mem_total = host.get_fact(MemTotal)
-    if style is None:
-        fail_host("Fail: unsupported distribution", "setting kernel arguments is done for Fedora (grubby) and "
-                  "Debian/Ubuntu (/etc/default/grub) only; set them with your boot loader's tool")
+    if style not in ("grubby", "grub"):
+        fail_host("Fail: unsupported boot loader", "setting kernel arguments is done for GRUB with grubby "
+                  "(Fedora) and GRUB with /etc/default/grub (Debian/Ubuntu) only; set them with your boot "
+                  "loader's tool")
         return
     if mem_total is None:
         fail_host("Fail: cannot size the TTM limit", "cannot read MemTotal from /proc/meminfo")

@@ -39,13 +39,14 @@ from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.api.util import get_template
 from pyinfra.facts.files import File, FileContents
-from pyinfra.facts.server import LinuxDistribution, Which
-from pyinfra.operations import apt, dnf, files, server, systemd
+from pyinfra.facts.server import Which
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploys.common import HostCheckFailed
+from deploys.common import HostCheckFailed, install_packages
 from deploys.groups import GPU_GROUPS
 from deploys.settings import RPC_WORKERS_GROUP, Settings, SettingsError, settings
+from facts.distro import Distro
 from facts.llama_server import HttpStatus, LlamaServerHelp, LlamaServerStatus
 
 USER = "llama-server"
@@ -344,10 +345,7 @@ def head() -> None:
     model = model_file(s)
 
     if not host.get_fact(Which, command="curl"):  # downloads and /health; only installed here: no apt update else
-        if (host.get_fact(LinuxDistribution).get("release_meta") or {}).get("ID") in ("fedora", "rhel", "centos"):
-            dnf.packages(name="Install curl", packages=["curl"])
-        else:
-            apt.packages(name="Install curl", packages=["curl"], update=True, cache_time=3600)
+        install_packages(host.get_fact(Distro), "Install curl", ["curl"], cache_time=3600)
     for group in GPU_GROUPS:
         server.group(name=f"Create the {group} group", group=group, system=True)
     server.user(name=f"Create the {USER} system user", user=USER, system=True, home="/nonexistent",

@@ -9,17 +9,17 @@ newer kernel; nothing is changed on the hosts.
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.server import LinuxDistribution
 
-from deploys.checks import act_on, distro_id, kernel_row
+from deploys.checks import act_on, kernel_row
 from deploys.settings import settings
+from facts.distro import Distro
 from facts.kernel import KernelRelease
 
 
 @deploy("Check the kernel")
 def check_kernel() -> None:
     s = settings(host)
-    row = kernel_row(distro_id(host.get_fact(LinuxDistribution)), host.get_fact(KernelRelease), s)
+    row = kernel_row(host.get_fact(Distro)["family"], host.get_fact(KernelRelease), s)
     act_on([row], "Fail: the kernel is too old")
 
 

@@ -31,14 +31,13 @@ from pyinfra.api import (
     deploy,
     operation,
 )
-from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, dnf
 
-from deploys.common import once_per_run
+from deploys.common import install_packages, once_per_run
 from deploys.settings import Settings, settings
+from facts.distro import Distro
 from facts.llama_cpp import STAMP, LlamaCppInstall
 
-# Build dependencies per package family and backend (ROCm itself comes from deploys/rocm.py).
+# Build dependencies per package manager and backend (ROCm itself comes from deploys/rocm.py).
 BUILD_PACKAGES = {
     ("apt", "cpu"): ["git", "cmake", "ninja-build", "g++", "ccache", "pkg-config"],
     ("apt", "vulkan"): ["libvulkan-dev", "glslc"],
@@ -220,27 +219,21 @@ class Plan:
         return [n for n in self.members if n != self.builder and n not in self.up_to_date]
 
 
-def package_family(distro: dict) -> str:
-    meta = distro.get("release_meta") or {}
-    ids = {meta.get("ID", "")} | set(meta.get("ID_LIKE", "").split())
-    return "dnf" if ids & {"fedora", "rhel", "centos"} else "apt"
-
-
 def host_key(distro: dict, flags: list[str]) -> str:
-    meta = distro.get("release_meta") or {}
-    return f"{meta.get('ID', distro.get('name'))}-{meta.get('VERSION_ID', distro.get('major'))}-{flags_hash(flags)}"
+    """Hosts with one key run one build: same distribution (facts.distro.Distro), release and flags."""
+    return f"{distro['id']}-{distro['release']}-{flags_hash(flags)}"
 
 
 def plan_builds(state) -> dict[str, tuple[Plan, str]]:
-    """{host: (its group's plan, its package family)} from each host's facts (call it once per run)."""
+    """{host: (its group's plan, its distribution)} from each host's facts (call it once per run)."""
     active = set(state.inventory.get_active_hosts())
     seen: dict[str, dict] = {}
     for other in (h for h in state.inventory if h in active):  # inventory order: the first host builds
         s = settings(other)
         flags = cmake_flags(s)
-        distro = other.get_fact(LinuxDistribution)
+        distro = other.get_fact(Distro)
         info = other.get_fact(LlamaCppInstall, prefix=s.llama_cpp_prefix, ref=s.llama_cpp_ref)
-        seen[other.name] = {"key": host_key(distro, flags), "family": package_family(distro), "flags": flags,
+        seen[other.name] = {"key": host_key(distro, flags), "distro": distro, "flags": flags,
                             "wanted": s.llama_cpp_ref if is_commit(s.llama_cpp_ref) else info["ref_commit"],
                             "current": info["current"], "once": s.llama_cpp_build_once}
     plans: dict[str, tuple[Plan, str]] = {}
@@ -257,7 +250,7 @@ def plan_builds(state) -> dict[str, tuple[Plan, str]]:
         if plan.wanted_commit and current and current["commit"] == plan.wanted_commit \
                 and current["flags"] == h["flags"]:
             plan.up_to_date.add(name)
-        plans[name] = (plan, h["family"])
+        plans[name] = (plan, h["distro"])
     return plans
 
 
@@ -267,17 +260,14 @@ def llama_cpp() -> None:
     `_if` keeps each to the hosts it concerns."""
     s = settings(host)
     flags = cmake_flags(s)
-    plan, family = once_per_run("llama_cpp_plans", lambda: plan_builds(host.state))[host.name]
+    plan, distro = once_per_run("llama_cpp_plans", lambda: plan_builds(host.state))[host.name]
+    manager = distro["package_manager"]
     builds_here = plan.builder == host.name and host.name not in plan.up_to_date
     copies_here = plan.builder != host.name and host.name not in plan.up_to_date
-    runtime = RUNTIME_PACKAGES[(family, s.llama_cpp_backend)]
-    tools = BUILD_PACKAGES[(family, "cpu")] + BUILD_PACKAGES[(family, s.llama_cpp_backend)]
+    runtime = RUNTIME_PACKAGES.get((manager, s.llama_cpp_backend), [])
+    tools = BUILD_PACKAGES.get((manager, "cpu"), []) + BUILD_PACKAGES.get((manager, s.llama_cpp_backend), [])
     packages = runtime + (tools if builds_here else [])
-    if family == "apt":
-        apt.packages(name="Install what llama.cpp needs to build and run", packages=packages,
-                     update=builds_here, cache_time=86400)
-    else:
-        dnf.packages(name="Install what llama.cpp needs to build and run", packages=packages)
+    install_packages(distro, "Install what llama.cpp needs to build and run", packages, update=builds_here)
     build(name=f"Build llama.cpp {s.llama_cpp_ref} ({s.llama_cpp_backend})", s=s, flags=flags,
           jobs=s.llama_cpp_build_jobs, _if=lambda: builds_here)
     pack(name="Fetch the build for the other hosts", prefix=s.llama_cpp_prefix, artifact=plan.artifact,

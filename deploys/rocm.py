@@ -28,12 +28,12 @@ from urllib.parse import urlsplit
 from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
-from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, dnf, files
+from pyinfra.operations import apt, files
 from pyinfra.operations.util import any_changed
 
-from deploys.common import fail_host, warn
+from deploys.common import fail_host, install_packages, warn
 from deploys.settings import Settings, settings
+from facts.distro import Distro
 from facts.rocm import KeyringDigests
 
 # The packages llama.cpp's HIP build needs, per (rocm_source, distro ID). Debian's names were
@@ -180,16 +180,6 @@ def unpacked_tarball(url: str, sha256: str, dest: str):
     yield StringCommand("bash", "-c", shlex.quote(tarball_script(url, sha256, dest)))
 
 
-def install_packages(name: str, distro: str, packages: list[str]) -> None:
-    """dnf on Fedora, else apt (lists refreshed when older than a day)."""
-    if not packages:
-        return
-    if distro == "fedora":
-        dnf.packages(name=name, packages=packages)
-    else:
-        apt.packages(name=name, packages=packages, update=True, cache_time=APT_CACHE_S)
-
-
 def amd_repo(s: Settings, suite: str) -> None:
     """AMD's apt repository: keyring, deb822 source, pin; apt lists refreshed when one changed."""
     key = dearmored_key(name="Install AMD's ROCm signing key as a keyring", url=s.rocm_repo_key_url, path=KEYRING)
@@ -205,19 +195,14 @@ def amd_repo(s: Settings, suite: str) -> None:
     apt.update(name="Update apt lists for the ROCm repository", _if=any_changed(key, source, pin))
 
 
-def distro_of(facts: dict) -> tuple[str, int | None]:
-    """(lower-case distro ID, major version) from pyinfra's LinuxDistribution fact."""
-    meta = facts.get("release_meta") or {}
-    return str(meta.get("ID") or facts.get("name") or "").lower(), facts.get("major")
-
-
 @deploy("Install ROCm")
 def install_rocm() -> None:
     s = settings(host)
     if s.llama_cpp_backend != "hip":
         logger.info(f"{host.name}: ROCm not installed: llama_cpp_backend is {s.llama_cpp_backend!r}, not 'hip'")
         return
-    distro, major = distro_of(host.get_fact(LinuxDistribution) or {})
+    d = host.get_fact(Distro)
+    distro, major = d["family"], d["major"]
     try:
         packages = rocm_packages(s.rocm_source, distro, major)
     except Unsupported as e:
@@ -229,7 +214,7 @@ def install_rocm() -> None:
             "its hipBLAS path fails on Strix Halo; rocm_source = 'therock' or 'amd-repo' gives a ROCm 7 for gfx1151"
         )
     tools = TOOLS.get(s.rocm_source, [])
-    install_packages(f"Install {', '.join(tools)} for this step", distro, tools)
+    install_packages(d, f"Install {', '.join(tools)} for this step", tools, cache_time=APT_CACHE_S)
     if s.rocm_source == "amd-repo":
         amd_repo(s, AMD_SUITES[(distro, major)])
     elif s.rocm_source == "therock":
@@ -239,7 +224,7 @@ def install_rocm() -> None:
         )
         files.link(name=f"Point /opt/rocm at {dest}", path="/opt/rocm", target=dest)
     wanted = packages + s.rocm_packages_extra
-    install_packages(f"Install ROCm packages: {', '.join(wanted)}", distro, wanted)
+    install_packages(d, f"Install ROCm packages: {', '.join(wanted)}", wanted, cache_time=APT_CACHE_S)
 
 
 if __name__ in ("builtins", "__main__"):

@@ -31,13 +31,14 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.api.util import get_template
-from pyinfra.facts.server import LinuxDistribution, Which
-from pyinfra.operations import apt, dnf, files, server, systemd
+from pyinfra.facts.server import Which
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploys.common import HostCheckFailed, warn
+from deploys.common import HostCheckFailed, install_packages, warn
 from deploys.groups import GPU_GROUPS
 from deploys.settings import HEAD_GROUP, IPAddress, RpcInstance, settings
+from facts.distro import Distro
 from facts.llama_cpp import STAMP, LlamaCppInstall
 from facts.rpc_worker import (
     ENV_DIR,
@@ -233,10 +234,7 @@ def rpc_worker() -> None:
 
     # The firewall first: the ports accept the heads only before any RPC server listens.
     if not host.get_fact(Which, command="nft"):  # only this step installs it: no apt update when present
-        if (host.get_fact(LinuxDistribution).get("release_meta") or {}).get("ID") in ("fedora", "rhel", "centos"):
-            dnf.packages(name="Install nftables", packages=["nftables"])
-        else:
-            apt.packages(name="Install nftables", packages=["nftables"], update=True, cache_time=3600)
+        install_packages(host.get_fact(Distro), "Install nftables", ["nftables"], cache_time=3600)
     rules = files.template(name="Write the RPC firewall rules", src=template("etc/halo-provision/firewall.nft.j2"),
                            dest=FIREWALL_RULES, mode="644", jinja_env_kwargs=dict(JINJA),
                            **firewall_data(ports, sources))

@@ -28,13 +28,13 @@ from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
-from pyinfra.facts.server import LinuxDistribution
 
-from deploys.checks import Row, distro_id, firmware_rows, kernel_row
+from deploys.checks import Row, firmware_rows, kernel_row
 from deploys.common import fail_host, run_lock
 from deploys.llama_cpp import cmake_flags
 from deploys.settings import GIB, HEAD_GROUP, TTM_PAGES_PER_GIB, Settings, settings
 from facts.amdgpu import GpuMemory, KfdGpuNodes, TtmLimits
+from facts.distro import Distro
 from facts.firmware import FirmwarePackages, MesFirmware
 from facts.iommu import IommuState
 from facts.kernel import KernelRelease
@@ -54,7 +54,7 @@ IOMMU_WANTED = {"off": "off", "pt": "passthrough"}
 class HostFacts:
     """Everything verify reads from one host (each fact read once)."""
 
-    distro: str  # lower-case ID: debian, ubuntu, fedora, ...
+    distro: str  # family (facts.distro): debian, ubuntu, fedora, or an unknown ID
     kernel: dict | None
     gpu_memory: list[dict]
     ttm: dict | None
@@ -113,7 +113,7 @@ def read_facts(s: Settings, get_fact: Callable | None = None) -> HostFacts:
         head_facts = {"unit": head.UNIT, "state": get(UnitStates, units=[head.UNIT]).get(head.UNIT),
                       "url": head.health_url(s), "health": get(HttpStatus, url=head.health_url(s))}
     return HostFacts(
-        distro=distro_id(get(LinuxDistribution)),
+        distro=get(Distro)["family"],
         kernel=get(KernelRelease),
         gpu_memory=get(GpuMemory),
         ttm=get(TtmLimits),

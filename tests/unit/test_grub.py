@@ -11,7 +11,6 @@ import pytest
 from deploys.grub import (
     apply_script,
     args_to_change,
-    boot_style,
     cfg_check_script,
     edit_grub_default,
     grubby_command,
@@ -82,17 +81,6 @@ def test_args_to_change_reads_the_last_occurrence_flags_and_dashes():
     assert args_to_change(None, {"quiet": None}, []) == (["quiet"], [])
 
 
-def test_boot_style_by_distribution():
-    def meta(**release):
-        return {"name": "x", "release_meta": release}
-
-    assert boot_style(meta(ID="fedora")) == "grubby"
-    assert boot_style(meta(ID="rocky", ID_LIKE="rhel centos fedora")) == "grubby"
-    assert boot_style(meta(ID="debian")) == "grub-default"
-    assert boot_style(meta(ID="ubuntu", ID_LIKE="debian")) == "grub-default"
-    assert boot_style(meta(ID="pop", ID_LIKE="ubuntu debian")) == "grub-default"
-    assert boot_style(meta(ID="arch")) is None
-    assert boot_style(None) is None
 
 
 # --- Fedora: grubby -----------------------------------------------------------------------------

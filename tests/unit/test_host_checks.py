@@ -2,7 +2,7 @@
 
 import pytest
 
-from deploys.checks import distro_id, firmware_rows, kernel_row
+from deploys.checks import firmware_rows, kernel_row
 from deploys.full import STEPS
 from deploys.groups import missing_memberships
 from deploys.settings import Settings
@@ -157,11 +157,6 @@ def test_missing_memberships(users, wanted, expected):
 
 
 # -- wiring ------------------------------------------------------------------------------------
-
-
-def test_distro_id_from_the_linux_distribution_fact():
-    assert distro_id({"name": "Ubuntu", "release_meta": {"ID": "ubuntu"}}) == "ubuntu"
-    assert distro_id(None) == ""
 
 
 def test_full_runs_the_host_checks_first_and_verify_last():
