@@ -17,9 +17,17 @@ from pyinfra import host, logger
 from deploys.common import fail_host, warn
 from deploys.settings import Settings
 from facts.firmware import firmware_date
-from facts.kernel import kernel_version
+from facts.kernel import kernel_version, ubuntu_kernel
 
 MES_GOOD, MES_BAD = 0x80, 0x83
+# Where the kernel minimums come from (their defaults are in group_data/all.py):
+# - kernel_min_version 6.16.9: older mainline kernels cap GTT near 15.5 GiB whatever ttm.pages_limit says;
+# - kernel_recommended_version 6.18.4: the gfx1151 stability fixes; AMD's Strix Halo support table lists
+#   ROCm 7.2.x (not 7.1.x) on it;
+# - kernel_oem_min_version 6.14.0-1018: AMD's Strix Halo support table lists Ubuntu 24.04's OEM kernels
+#   from 6.14.0-1018-oem as supported: Canonical backports the GTT and gfx1151 fixes into that series,
+#   so its upstream number (6.14) says nothing about them.
+OEM_REMEDY = "apt install linux-oem-24.04c (Ubuntu 24.04's OEM kernel series) and reboot"
 KERNEL_REMEDY = {
     "fedora": "dnf upgrade --refresh 'kernel*' and reboot",
     "ubuntu": "install a newer kernel (Ubuntu 24.04: apt install linux-generic-hwe-24.04; or move to 25.10+) "
@@ -45,12 +53,27 @@ class Row:
 
 
 def kernel_row(distro: str, kernel: dict | None, s: Settings) -> Row:
-    """FAIL below kernel_min_version, WARN below kernel_recommended_version; the fix for the distro."""
+    """FAIL below kernel_min_version, WARN below kernel_recommended_version; the fix for the distro.
+
+    An Ubuntu OEM kernel (flavour ``-oem``) has its own minimum, kernel_oem_min_version (version and
+    ABI number), and no warning above it: AMD supports gfx1151 on that series.
+
+    >>> kernel_row("ubuntu", {"release": "6.14.0-1018-oem"}, Settings()).verdict
+    'ok'
+    """
     release = (kernel or {}).get("release", "?")
     version = kernel_version(release) if kernel else None
     remedy = KERNEL_REMEDY.get(distro, "install a newer kernel and reboot")
     if version is None:
         return Row("kernel", release, "FAIL", "cannot read the kernel release (uname -r)")
+    ubuntu = ubuntu_kernel(release) if distro == "ubuntu" else None
+    if ubuntu is not None and ubuntu[2] == "oem":
+        if ubuntu[:2] < s.kernel_oem_min:
+            return Row("kernel", release, "FAIL",
+                       f"an Ubuntu OEM kernel older than kernel_oem_min_version {s.kernel_oem_min_version} "
+                       f"(AMD supports gfx1151 on OEM kernels from {s.kernel_oem_min_version}-oem); "
+                       f"{OEM_REMEDY}")
+        return Row("kernel", f"{release} (Ubuntu OEM, at least {s.kernel_oem_min_version})")
     if version < s.kernel_min:
         return Row("kernel", release, "FAIL",
                    f"older than kernel_min_version {s.kernel_min_version}: ROCm sees only about 15.5 GiB "
@@ -63,19 +86,30 @@ def kernel_row(distro: str, kernel: dict | None, s: Settings) -> Row:
 
 
 def firmware_rows(distro: str, packages: dict[str, str], mes: list[dict] | None, s: Settings) -> list[Row]:
-    """The firmware package (date compared on Fedora only) and the loaded MES version (where readable)."""
+    """The firmware package (snapshot compared on Fedora only) and the loaded MES version (where readable).
+
+    Fedora's packages are upstream snapshots: one in firmware_bad_snapshots fails (20251125 ships MES
+    0x83); any other passes, including 20251111, the rollback AMD engineers advise. Where debugfs is
+    readable, the MES version the GPU runs is judged too (``mes_row``).
+
+    >>> [r.verdict for r in firmware_rows("fedora", {"amd-gpu-firmware": "20251111-1.fc43"}, None, Settings())]
+    ['ok', 'info']
+    """
     shown = ", ".join(f"{n} {v}" for n, v in sorted(packages.items())) or "no firmware package"
     remedy = FIRMWARE_REMEDY.get(distro, "update the linux-firmware package")
     date_checked = distro == "fedora"
     if date_checked:
         dates = [d for d in (firmware_date(v) for v in packages.values()) if d]
+        bad = sorted({d for d in dates if d in s.firmware_bad_snapshots})
         if not dates:
             package = Row("firmware", shown, "FAIL", f"no linux-firmware / amd-gpu-firmware package: {remedy}")
-        elif min(dates) < s.firmware_min_date:
+        elif bad:
             package = Row("firmware", shown, "FAIL",
-                          f"snapshot {min(dates)} is older than firmware_min_date {s.firmware_min_date}; {remedy}")
+                          f"snapshot {', '.join(map(str, bad))} is known bad (firmware_bad_snapshots): 20251125 "
+                          f"ships MES 0x{MES_BAD:x}, which hangs gfx1151; {remedy} to a later snapshot, or roll "
+                          "back to 20251111 as AMD engineers advise (dnf downgrade linux-firmware amd-gpu-firmware)")
         else:
-            package = Row("firmware", f"{shown} (date >= {s.firmware_min_date})")
+            package = Row("firmware", f"{shown} (not a known-bad snapshot)")
     else:
         package = Row("firmware", shown, "info",
                       "package date not compared: Debian and Ubuntu backport fixes into old snapshot dates")

@@ -2,10 +2,12 @@
 
     pyinfra inventories/lab.py deploys/firmware.py
 
-Fedora: the firmware packages' snapshot date must be at least firmware_min_date. Debian and Ubuntu
-keep an old snapshot date and backport fixes, so the date is not compared there. Where debugfs is
-readable (root), the loaded MES firmware is read: 0x83 (linux-firmware 20251125) hangs gfx1151 and
-fails the host; 0x80 is known good. The output says what was and was not checked.
+Judged by what is known bad, not by a minimum date: on Fedora, a firmware package from a snapshot in
+firmware_bad_snapshots (20251125, which ships MES 0x83) fails the host, while 20251111, the rollback
+AMD engineers advise after that regression, passes. Debian and Ubuntu keep an old snapshot date and
+backport fixes, so the date is not judged there. Where debugfs is readable (root), the loaded MES
+firmware is read: 0x83 hangs gfx1151 and fails the host; 0x80 is known good. The output says what
+was and was not checked.
 """
 
 from pyinfra import host

@@ -81,6 +81,14 @@ PREFIXES = (
 )
 
 DEFAULT_FIX = "the inventory's host data or group_data/all.py"
+# Variables that are gone: name -> what replaced it and why (the error a host with one of them gets).
+RETIRED = {
+    "firmware_min_date": (
+        "it was replaced by firmware_bad_snapshots, a list of known-bad linux-firmware snapshots "
+        "(default [20251125]): a minimum date rejected 20251111, the rollback AMD engineers advise after the "
+        "20251125 regression, and the loaded MES version is checked wherever debugfs is readable"
+    ),
+}
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -100,6 +108,7 @@ class SettingsError(PyinfraError):
 # ---------------------------------------------------------------------------
 
 _KERNEL_VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?$")
+_OEM_KERNEL_VERSION_RE = r"^[0-9]+\.[0-9]+\.[0-9]+-[0-9]+$"
 _GPU_TARGET_RE = r"^gfx[0-9]{3,4}[0-9a-f]?$"
 _USER_NAME_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
 # A kernel argument: "key=value" or a flag; nothing that needs quoting in /etc/default/grub or a shell.
@@ -163,6 +172,7 @@ def _check_bindable(value: IPAddress | None) -> IPAddress | None:
 
 
 KernelVersion = Annotated[str, Strict(), AfterValidator(_check_kernel_version)]
+OemKernelVersion = Annotated[str, Strict(), StringConstraints(pattern=_OEM_KERNEL_VERSION_RE)]
 GiB = Annotated[int, Strict()]
 Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
 BindAddress = Annotated[
@@ -199,7 +209,13 @@ VALID: dict[str, str] = {
         "a kernel version such as '6.18.4' (two or three numbers separated by dots), "
         "not older than kernel_min_version"
     ),
-    "firmware_min_date": "a linux-firmware snapshot date as a whole number YYYYMMDD, e.g. 20260110",
+    "kernel_oem_min_version": (
+        "an Ubuntu kernel version and ABI number such as '6.14.0-1018' (three numbers separated by dots, "
+        "'-', the ABI number of the OEM kernel release)"
+    ),
+    "firmware_bad_snapshots": (
+        "a list of linux-firmware snapshot dates known to be bad, as whole numbers YYYYMMDD, e.g. [20251125]"
+    ),
     "ttm_gib": "a whole number of GiB from 1 to 1024, or None for installed RAM minus os_reserve_gib",
     "os_reserve_gib": "a whole number of GiB from 1 to 64",
     "vram_carveout_max_gib": "a whole number of GiB from 0 to 128",
@@ -290,7 +306,8 @@ class Settings(BaseModel):
     # kernel and firmware
     kernel_min_version: KernelVersion = "6.16.9"
     kernel_recommended_version: KernelVersion = "6.18.4"
-    firmware_min_date: Annotated[int, Strict(), AfterValidator(_check_date)] = 20260110
+    kernel_oem_min_version: OemKernelVersion = "6.14.0-1018"
+    firmware_bad_snapshots: list[Annotated[int, Strict(), AfterValidator(_check_date)]] = [20251125]
 
     # unified memory
     ttm_gib: Annotated[GiB, Field(ge=1, le=1024)] | None = None
@@ -444,6 +461,12 @@ class Settings(BaseModel):
     @property
     def kernel_recommended(self) -> Version:
         return Version(self.kernel_recommended_version)
+
+    @property
+    def kernel_oem_min(self) -> tuple[Version, int]:
+        """(upstream version, ABI number) of kernel_oem_min_version: "6.14.0-1018" -> (6.14.0, 1018)."""
+        version, _, abi = self.kernel_oem_min_version.partition("-")
+        return Version(version), int(abi)
 
     @property
     def head_listen_address(self) -> IPAddress:
@@ -629,6 +652,13 @@ def _host_data(host: Host) -> dict[str, Any]:
 
 
 def _unknown_key_problem(host: str, key: str, value: Any, fix: str) -> str:
+    retired = key if key in RETIRED else next(iter(difflib.get_close_matches(key, RETIRED, n=1, cutoff=0.85)), None)
+    if retired is not None:
+        named = "" if retired == key else f" (did you mean {retired}?)"
+        return (
+            f"{host}: {key} = {value!r} is no longer a halo-provision variable{named}: {RETIRED[retired]}. "
+            f"Remove it from {fix}."
+        )
     close = difflib.get_close_matches(key, VARIABLES, n=1, cutoff=0.6)
     if close:
         hint = f"did you mean {close[0]}?"

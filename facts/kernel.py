@@ -36,6 +36,24 @@ def kernel_version(release: str) -> Version | None:
         return None
 
 
+# Ubuntu's kernel releases: <upstream version>-<ABI number>-<flavour>, e.g. "6.14.0-1018-oem".
+_UBUNTU_RELEASE = re.compile(r"^([0-9]+\.[0-9]+\.[0-9]+)-([0-9]+)-([a-z][a-z0-9-]*)$")
+
+
+def ubuntu_kernel(release: str) -> tuple[Version, int, str] | None:
+    """(upstream version, ABI number, flavour) of an Ubuntu-style kernel release, or None.
+
+    >>> ubuntu_kernel("6.14.0-1018-oem")
+    (<Version('6.14.0')>, 1018, 'oem')
+    >>> ubuntu_kernel("6.18.4-200.fc43.x86_64") is None
+    True
+    """
+    match = _UBUNTU_RELEASE.match((release or "").strip())
+    if not match:
+        return None
+    return Version(match.group(1)), int(match.group(2)), match.group(3)
+
+
 class KernelReleaseInfo(TypedDict):
     release: str
     version: str | None

@@ -11,8 +11,10 @@ README.md documents them.
 kernel_min_version = "6.16.9"
 # Kernel with the gfx1151 stability fixes ROCm 7.2 needs; older kernels get a warning.
 kernel_recommended_version = "6.18.4"
-# Oldest linux-firmware snapshot (YYYYMMDD) accepted, checked on Fedora.
-firmware_min_date = 20260110
+# Oldest Ubuntu OEM kernel (-oem flavour) accepted, version-ABI: AMD supports gfx1151 from 6.14.0-1018-oem.
+kernel_oem_min_version = "6.14.0-1018"
+# linux-firmware snapshots (YYYYMMDD) that fail a Fedora host: 20251125 ships MES 0x83, which hangs gfx1151.
+firmware_bad_snapshots = [20251125]
 
 # --- unified memory ---
 # GiB the GPU may map through TTM/GTT (pages_limit = ttm_gib * 262144); None = RAM - os_reserve_gib.

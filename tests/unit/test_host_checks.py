@@ -66,6 +66,30 @@ def test_the_thresholds_come_from_settings():
     assert kernel_row("debian", kernel("6.18.44"), Settings(kernel_recommended_version="99.0")).verdict == "WARN"
 
 
+@pytest.mark.parametrize(
+    ("release", "verdict"),
+    [
+        ("6.14.0-1018-oem", "ok"),  # AMD's support table: Ubuntu 24.04 OEM kernels from 6.14.0-1018
+        ("6.14.0-1027-oem", "ok"),
+        ("6.17.0-1005-oem", "ok"),  # a newer OEM series with a lower ABI number
+        ("6.14.0-1017-oem", "FAIL"),
+        ("6.11.0-1027-oem", "FAIL"),  # a higher ABI number of an older series
+        ("6.14.0-1018-generic", "FAIL"),  # the generic 6.14 lacks the fixes: kernel_min_version applies
+    ],
+)
+def test_ubuntu_oem_kernels_have_their_own_minimum(release, verdict):
+    row = kernel_row("ubuntu", kernel(release), Settings())
+    assert row.verdict == verdict, row
+    if release.endswith("-oem") and verdict == "FAIL":
+        assert "kernel_oem_min_version 6.14.0-1018" in row.why and "linux-oem-24.04c" in row.why
+
+
+def test_the_oem_minimum_is_for_ubuntu_oem_kernels_only_and_comes_from_settings():
+    assert kernel_row("debian", kernel("6.14.0-1018-oem"), Settings()).verdict == "FAIL"  # not Ubuntu's flavour
+    row = kernel_row("ubuntu", kernel("6.14.0-1018-oem"), Settings(kernel_oem_min_version="6.14.0-1020"))
+    assert row.verdict == "FAIL" and "kernel_oem_min_version 6.14.0-1020" in row.why
+
+
 @pytest.mark.parametrize("fact", [None, kernel("weird")])
 def test_an_unreadable_kernel_release_fails(fact):
     row = kernel_row("ubuntu", fact, Settings())
@@ -79,25 +103,36 @@ def test_an_unreadable_kernel_release_fails(fact):
     ("packages", "verdict", "words"),
     [
         ({"linux-firmware": "20251125-1.fc43", "amd-gpu-firmware": "20251125-1.fc43"}, "FAIL",
-         ["snapshot 20251125", "firmware_min_date 20260110", "dnf upgrade --refresh linux-firmware"]),
+         ["snapshot 20251125 is known bad", "firmware_bad_snapshots", "MES 0x83",
+          "dnf upgrade --refresh linux-firmware", "20251111"]),
         ({"linux-firmware": "20260110-1.fc43", "amd-gpu-firmware": "20251125-1.fc43"}, "FAIL",
          ["snapshot 20251125"]),
-        ({"linux-firmware": "20260110-1.fc43", "amd-gpu-firmware": "20260110-1.fc43"}, "ok", ["date >= 20260110"]),
-        ({"linux-firmware": "20260212-1.fc43"}, "ok", []),
+        # the rollback AMD engineers advise after the 20251125 regression
+        ({"linux-firmware": "20251111-1.fc43", "amd-gpu-firmware": "20251111-1.fc43"}, "ok",
+         ["not a known-bad snapshot"]),
+        ({"linux-firmware": "20250808-1.fc42", "amd-gpu-firmware": "20250808-1.fc42"}, "ok", []),
+        ({"linux-firmware": "20260110-1.fc43", "amd-gpu-firmware": "20260110-1.fc43"}, "ok", []),
         ({}, "FAIL", ["no linux-firmware / amd-gpu-firmware package"]),
     ],
 )
-def test_fedora_compares_the_firmware_package_date(packages, verdict, words):
+def test_fedora_fails_only_a_known_bad_firmware_snapshot(packages, verdict, words):
     row = by_subject(firmware_rows("fedora", packages, MES_80, Settings()))["firmware"]
     assert row.verdict == verdict, row
     for word in words:
         assert word in row.value + " " + row.why
 
 
-def test_fedora_date_threshold_comes_from_settings():
-    s = Settings(firmware_min_date=20260301)
+def test_the_known_bad_snapshots_come_from_settings():
+    s = Settings(firmware_bad_snapshots=[20251125, 20260110])
     rows = firmware_rows("fedora", {"linux-firmware": "20260110-1.fc43"}, MES_80, s)
     assert by_subject(rows)["firmware"].verdict == "FAIL"
+    rows = firmware_rows("fedora", {"linux-firmware": "20251125-1.fc43"}, MES_80, Settings(firmware_bad_snapshots=[]))
+    assert by_subject(rows)["firmware"].verdict == "ok"
+
+
+def test_the_loaded_mes_decides_where_readable_even_on_a_good_snapshot():
+    rows = by_subject(firmware_rows("fedora", {"amd-gpu-firmware": "20251111-1.fc43"}, MES_83, Settings()))
+    assert (rows["firmware"].verdict, rows["MES firmware"].verdict) == ("ok", "FAIL")
 
 
 @pytest.mark.parametrize(("distro", "packages"), [("ubuntu", UBUNTU_FIRMWARE), ("debian", DEBIAN_FIRMWARE)])

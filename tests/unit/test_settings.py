@@ -133,8 +133,11 @@ BAD_VALUES = [
     ("kernel_min_version", "6.16.9-200.fc43", ["kernel version"]),
     ("kernel_min_version", 6.16, ["kernel version"]),
     ("kernel_recommended_version", "6.12", ["older than kernel_min_version"]),
-    ("firmware_min_date", 20261399, ["YYYYMMDD"]),
-    ("firmware_min_date", "20260110", ["YYYYMMDD"]),
+    ("firmware_bad_snapshots", [20261399], ["entry 20261399", "YYYYMMDD"]),
+    ("firmware_bad_snapshots", ["20251125"], ["YYYYMMDD"]),
+    ("firmware_bad_snapshots", 20251125, ["a list"]),
+    ("kernel_oem_min_version", "6.14.0", ["'6.14.0-1018'"]),
+    ("kernel_oem_min_version", "6.14.0-1018-oem", ["ABI number"]),
 ]
 
 
@@ -167,6 +170,15 @@ def test_typo_names_the_closest_variable():
     assert problem.startswith("halo2: ttm_gb = 120 is not a halo-provision variable")
     assert "did you mean ttm_gib?" in problem
     assert FIX_HINT in problem
+
+
+@pytest.mark.parametrize("name", ["firmware_min_date", "firmware_min_dat", "firmware_mindate"])
+def test_the_retired_firmware_min_date_says_what_replaced_it(name):
+    (problem,) = problems_of(lab_inventory({name: 20260110}))
+    assert problem.startswith(f"halo2: {name} = 20260110 is no longer a halo-provision variable")
+    assert "replaced by firmware_bad_snapshots" in problem and "20251111" in problem
+    assert ("did you mean firmware_min_date?" in problem) == (name != "firmware_min_date")
+    assert problem.endswith("Remove it from the inventory's host data or group_data/all.py.")
 
 
 def test_typo_without_close_match_lists_names_with_that_prefix():
