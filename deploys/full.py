@@ -3,14 +3,13 @@
     pyinfra inventories/lab.py deploys/full.py
 
 A host that fails a step (too old a kernel, bad firmware, a missing user) stops there; the
-other hosts go on. Add new steps to STEPS in the order they must run.
+other hosts go on. Each step is one call below, on its own line: pyinfra orders operations by the
+line that adds them, so the order of these lines is the order of the run.
 
 The closing verify judges what a run cannot change (hardware, the booted kernel and its arguments,
 firmware): pyinfra reads facts before any operation runs. The build, the RPC servers and the head
 are checked by their own steps as they run; `pyinfra INV deploys/verify.py` afterwards shows all.
 """
-
-from functools import partial, update_wrapper
 
 from pyinfra import host
 
@@ -25,19 +24,14 @@ from deploys.rpc_worker import rpc_worker
 from deploys.settings import settings
 from deploys.verify import verify_host
 
-STEPS = [
-    check_kernel,
-    check_firmware,
-    gpu_groups,
-    grub_kernel_args,
-    install_rocm,
-    llama_cpp,
-    rpc_worker,
-    head,
-    update_wrapper(partial(verify_host, services=False), verify_host),
-]
-
 if __name__ in ("builtins", "__main__"):
     settings(host)  # every host's data is valid before any step adds an operation
-    for step in host.loop(STEPS):  # the step's index orders its operations: steps share this line
-        step()
+    check_kernel()
+    check_firmware()
+    gpu_groups()
+    grub_kernel_args()
+    install_rocm()
+    llama_cpp()
+    rpc_worker()
+    head()
+    verify_host(services=False)

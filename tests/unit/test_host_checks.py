@@ -1,9 +1,11 @@
 """The judgements of the kernel, firmware and groups steps, fed facts (Fedora and Ubuntu included)."""
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from deploys.checks import firmware_rows, kernel_row
-from deploys.full import STEPS
 from deploys.groups import missing_memberships
 from deploys.settings import Settings
 
@@ -194,7 +196,17 @@ def test_missing_memberships(users, wanted, expected):
 # -- wiring ------------------------------------------------------------------------------------
 
 
+def full_steps() -> list[str]:
+    """The step functions deploys/full.py calls, in the order of their lines (pyinfra's order)."""
+    tree = ast.parse((Path(__file__).resolve().parents[2] / "deploys" / "full.py").read_text())
+    main = next(node for node in tree.body if isinstance(node, ast.If))
+    calls = [stmt.value.func.id for stmt in main.body
+             if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)]
+    assert calls[0] == "settings", "full.py validates every host before the first step"
+    return calls[1:]
+
+
 def test_full_runs_the_host_checks_first_and_verify_last():
-    names = [step.__name__ for step in STEPS]
+    names = full_steps()
     assert names[:3] == ["check_kernel", "check_firmware", "gpu_groups"]
     assert names[-1] == "verify_host"
