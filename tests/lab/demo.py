@@ -56,8 +56,33 @@ def main() -> int:
         status = pyinfra(inventory, "deploys/verify.py", data)
     head = hosts[0]
     show_completion(head)
-    print(f"\nThe lab keeps running: ssh -F {lab.STATE / 'ssh_config'} halo1;  stop it: python -m tests.lab stop")
+    print(next_steps(head, inventory))
     return status
+
+
+def next_steps(head: lab.LabHost, inventory: str) -> str:
+    """What a newcomer does next: ask the cluster, verify it, look inside, stop the lab.
+
+    >>> print(next_steps(lab.LabHost("halo1", "10.151.0.11"), "/lab/inventory.py"))  # doctest: +ELLIPSIS
+    <BLANKLINE>
+    Next:
+      The cluster answers at http://10.151.0.11:8080 (OpenAI-compatible API, llama-server's web UI):
+        curl -s http://10.151.0.11:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+          -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16}'
+    ...
+    """
+    state = Path(inventory).parent
+    url = f"http://{head.address}:8080"
+    return f"""
+Next:
+  The cluster answers at {url} (OpenAI-compatible API, llama-server's web UI):
+    curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
+      -d '{{"messages": [{{"role": "user", "content": "Hello"}}], "max_tokens": 16}}'
+  Verify it again (one table per host):   .venv/bin/pyinfra -y {inventory} deploys/verify.py
+  The testinfra suite:                    .venv/bin/pytest tests/verify --hosts=$(cat {state}/hosts.txt) \\
+                                            --ssh-config={state}/ssh_config --inventory={inventory}
+  A shell on the head:                    ssh -F {state}/ssh_config {head.name}
+  Stop the lab (nothing is left behind):  .venv/bin/python -m tests.lab stop"""
 
 
 if __name__ == "__main__":
