@@ -6,9 +6,8 @@ A host that fails a step (too old a kernel, bad firmware, a missing user) stops 
 other hosts go on. Each step is one call below, on its own line: pyinfra orders operations by the
 line that adds them, so the order of these lines is the order of the run.
 
-The closing verify judges what a run cannot change (hardware, the booted kernel and its arguments,
-firmware): pyinfra reads facts before any operation runs. The build, the RPC servers and the head
-are checked by their own steps as they run; `pyinfra INV deploys/verify.py` afterwards shows all.
+The closing verify reads its facts when the run reaches it, after every change above, and prints
+one table per host and the summary at the end of the run; a host that does not pass fails there.
 """
 
 from pyinfra import host
@@ -34,4 +33,4 @@ if __name__ in ("builtins", "__main__"):
     llama_cpp()
     rpc_worker()
     head()
-    verify_host(services=False)
+    verify_host()

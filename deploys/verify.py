@@ -23,14 +23,13 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.api import deploy
+from pyinfra.api import FunctionCommand, deploy, operation
 
 from deploys.checks import Row, firmware_rows, kernel_row
-from deploys.common import fail_host, run_lock
 from deploys.llama_cpp import cmake_flags
 from deploys.settings import GIB, HEAD_GROUP, TTM_PAGES_PER_GIB, Settings, settings
 from facts.amdgpu import GpuMemory, KfdGpuNodes, TtmLimits
@@ -400,59 +399,69 @@ def write_summary(path: str, entries: list[dict]) -> None:
 
 
 # --- the step -----------------------------------------------------------------------------------
+#
+# Verify runs as two operations, so it reads the facts when the run reaches it, after every change an
+# earlier step of deploys/full.py made: first each host reads and judges its own facts, then, once all
+# hosts have, the tables and the summary are printed together and each failing host fails.
 
 
-def _run_cache(name: str) -> dict:
-    """A dict kept on pyinfra's State for this run (hosts are prepared in parallel greenlets)."""
-    cache = getattr(host.state, name, None)
-    if cache is None:
-        cache = {}
-        setattr(host.state, name, cache)
-    return cache
+def _run_reports() -> dict[str, tuple[Report, dict | None]]:
+    """{host: (its report, its LlamaCppInstall)} of this run (a dict on pyinfra's State)."""
+    return host.state.__dict__.setdefault("_halo_verify_reports", {})
 
 
-def cluster_builds(hosts: list, own: dict | None) -> dict[str, dict | None]:
-    """LlamaCppInstall of every host in this run, each read once per run (own: this host's)."""
-    with run_lock("verify_builds"):  # hosts are prepared in parallel: read each other host once
-        builds = _run_cache("_halo_verify_builds")
-        builds[host.name] = own
-        for other in hosts:
-            if other.name not in builds:
-                o = settings(other)
-                builds[other.name] = other.get_fact(LlamaCppInstall, prefix=o.llama_cpp_prefix, ref=o.llama_cpp_ref)
-        return {h.name: builds[h.name] for h in hosts}
-
-
-@deploy("Verify Strix Halo host")
-def verify_host(services: bool = True) -> None:
-    """services=False (deploys/full.py): judge only what a run cannot change (hardware, the booted
-    kernel and its arguments, firmware), since facts are read before the run's operations; the build,
-    the RPC servers and the head are checked by their own steps as they run."""
+@operation(is_idempotent=True)
+def judge_host():
+    """Read every fact of this host now and judge them; the next operation prints and fails."""
     s = settings(host)
     facts = read_facts(s)
-    if not services:
-        facts = replace(facts, llama_cpp=None, rpc=None, head=None)
-    report = judge(facts, s)
-    active = host.state.inventory.get_active_hosts()
-    hosts = [h for h in host.state.inventory if h in active]  # in inventory order
-    if services:
-        same = same_build_row(host.name, cluster_builds(hosts, facts.llama_cpp),
-                              [h.name for h in hosts if HEAD_GROUP in h.groups])
-        if same is not None:
-            report.rows.append(same)
-    logger.info(report.table())
-    if report.failures:
-        fail_host("Fail: the host does not pass verification",
-                  "; ".join(f"{r.subject} {r.value}: {r.why}" for r in report.failures))
+    _run_reports()[host.name] = (judge(facts, s), facts.llama_cpp)
+    host.noop("facts read and judged")
+    yield from ()
 
-    reports = _run_cache("_halo_verify_reports")
-    reports[host.name] = report
-    if {h.name for h in hosts} <= set(reports):  # the last host: the summary of all
-        entries = summary([reports[h.name] for h in hosts])
-        logger.info("Verify summary:\n" + summary_text(entries))
+
+def _fail(state, host, message: str) -> bool:
+    """A FunctionCommand body that fails its host with `message` (no traceback: it returns False)."""
+    host.log_styled(message, fg="red", log_func=logger.error)
+    return False
+
+
+@operation(is_idempotent=True)
+def report_hosts():
+    """Print every host's table and the summary (once, by the first host here); fail this host on a FAIL."""
+    reports = _run_reports()
+    inventory = host.state.inventory
+    hosts = [h for h in inventory if h.name in reports]  # in inventory order
+    if not reports.get("_printed"):
+        reports["_printed"] = True  # no I/O since the check: no other host gets in between
+        heads = [h.name for h in hosts if HEAD_GROUP in h.groups]
+        builds = {h.name: reports[h.name][1] for h in hosts}
+        for h in hosts:
+            same = same_build_row(h.name, builds, heads)
+            if same is not None:
+                reports[h.name][0].rows.append(same)
+        missed = [h.name for h in inventory if h.name not in reports]
+        tables = [reports[h.name][0].table() for h in hosts]
+        entries = summary([reports[h.name][0] for h in hosts])
+        logger.info("\n".join(tables) + "\nVerify summary:\n" + summary_text(entries)
+                    + "".join(f"\n{name}: not verified (an earlier operation failed on it)" for name in missed))
         if os.environ.get(REPORT_ENV):
             write_summary(os.environ[REPORT_ENV], entries)
             logger.info(f"Verify report written to {os.environ[REPORT_ENV]}")
+    failures = reports[host.name][0].failures
+    if not failures:
+        host.noop("verify: PASS")
+        return
+    yield FunctionCommand(_fail, (f"{host.name}: verify FAIL: " + "; ".join(
+        f"{r.subject} {r.value}: {r.why}" for r in failures),), {})
+
+
+@deploy("Verify")
+def verify_host() -> None:
+    """Judge the host from facts read when the run gets here (in deploys/full.py: after the changes)."""
+    settings(host)
+    judge_host(name="Read and judge the host's facts")
+    report_hosts(name="Show the verify tables and fail the hosts that do not pass")
 
 
 if __name__ in ("builtins", "__main__"):
