@@ -67,7 +67,7 @@ def rpc_servers(head: Settings, workers: list[Settings]) -> list[str]:
 
     rpc_servers(settings(halo1), workers_of(inventory))  # ['10.151.0.12:50052', '10.151.0.13:50052']
     """
-    return [endpoint for w in workers if w.host_name != head.host_name for endpoint in w.rpc_endpoints]
+    return [endpoint for w in workers for endpoint in w.rpc_endpoints_for(head.host_name)]
 
 
 def workers_of(inventory) -> list[Settings]:

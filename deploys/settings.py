@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime
 import difflib
 import ipaddress
+import json
+import posixpath
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -36,6 +38,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+from pyinfra import logger
 from pyinfra.api.exceptions import PyinfraError
 
 if TYPE_CHECKING:
@@ -51,6 +54,8 @@ __all__ = [
     "VARIABLES",
     "Settings",
     "SettingsError",
+    "inventory_warnings",
+    "masked",
     "settings",
     "validate_inventory",
 ]
@@ -165,16 +170,33 @@ def _address_input(value: Any) -> Any:
     raise ValueError("not an address string")
 
 
+def _unmapped(address: IPAddress) -> IPAddress:
+    """An IPv4-mapped IPv6 address ('::ffff:10.151.0.12') as the IPv4 address it is."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _unscoped(address: IPAddress) -> IPAddress:
+    """`address` without an IPv6 scope ('fe80::12%eth1' -> 'fe80::12'): the same address on the link."""
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        return ipaddress.IPv6Address(str(address).partition("%")[0])
+    return address
+
+
 def _check_bindable(value: IPAddress | None) -> IPAddress | None:
     if value is not None and value.is_multicast:
         raise ValueError("multicast address")
-    return value
+    # '::ffff:10.151.0.12' is 10.151.0.12: judged (private? a duplicate?) and used as IPv4
+    return None if value is None else _unmapped(value)
 
 
 KernelVersion = Annotated[str, Strict(), AfterValidator(_check_kernel_version)]
 OemKernelVersion = Annotated[str, Strict(), StringConstraints(pattern=_OEM_KERNEL_VERSION_RE)]
 GiB = Annotated[int, Strict()]
 Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
+# The RPC server runs unprivileged: it cannot bind a port below 1024, where sshd and other system services live.
+RpcPort = Annotated[int, Strict(), Field(ge=1024, le=65535)]
 BindAddress = Annotated[
     IPAddress | None, BeforeValidator(_address_input), AfterValidator(_check_bindable)
 ]
@@ -197,9 +219,11 @@ class RpcInstance(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    port: Port
+    port: RpcPort
     device: DeviceList | None = None
     threads: Annotated[int, Strict(), Field(ge=1, le=1024)] | None = None
+    # the one head that uses this server (an RPC server serves one client at a time); None: every head
+    head: Annotated[str, Strict(), StringConstraints(min_length=1)] | None = None
 
 
 # What is valid, per variable: the tail of "... is invalid: expected <this>."
@@ -224,6 +248,10 @@ VALID: dict[str, str] = {
         "a list of kernel arguments such as ['amdgpu.cwsr_enable=0', 'nowatchdog'] ('key=value' or a flag; "
         "no spaces, quotes or shell characters)"
     ),
+    "kernel_allow_risky_args": (
+        "True (set kernel_extra_args that may take the host off the network or the GPU off the bus, "
+        "such as nomodeset or init=, on purpose) or False"
+    ),
     "reboot_allowed": "True (reboot a host whose running kernel lacks the arguments) or False (report it)",
     "reboot_timeout_s": "a whole number of seconds from 60 to 7200",
     "gpu_targets": (
@@ -234,7 +262,10 @@ VALID: dict[str, str] = {
         "a list of Linux user names such as ['alice'] (a lowercase letter or '_' first, "
         "then lowercase letters, digits, '_' or '-', at most 32 characters)"
     ),
-    "rpc_port": "a TCP port number from 1 to 65535",
+    "rpc_port": (
+        "a TCP port number from 1024 to 65535 that no other service of the host uses, such as 50052 "
+        "(the unprivileged RPC server cannot bind a lower one)"
+    ),
     "rpc_bind_address": (
         "the IPv4 or IPv6 address (not a host name) of this worker's cluster-link interface, "
         "e.g. '10.151.0.12', or None on hosts that are not in group rpc_workers"
@@ -242,8 +273,9 @@ VALID: dict[str, str] = {
     "rpc_allow_any_address": "True or False",
     "rpc_instances": (
         "a list of RPC servers such as [{'port': 50052, 'device': 'ROCm0', 'threads': 8}] "
-        "(port 1 to 65535, each port once; optional device: ggml device names separated by commas; "
-        "optional threads 1 to 1024), or [] for one server on rpc_port"
+        "(port 1024 to 65535, each port once; optional device: ggml device names separated by commas; "
+        "optional threads 1 to 1024; optional head: the name of the one head that uses this server), "
+        "or [] for one server on rpc_port"
     ),
     "llama_cpp_repo": (
         "a git repository URL (https://, http://, git://, ssh://, file://) or an absolute path, "
@@ -319,6 +351,7 @@ class Settings(BaseModel):
 
     # kernel command line and reboot (deploys/grub.py)
     kernel_extra_args: list[Annotated[str, Strict(), StringConstraints(pattern=_KERNEL_ARG_RE)]] = []
+    kernel_allow_risky_args: Annotated[bool, Strict()] = False
     reboot_allowed: Annotated[bool, Strict()] = False
     reboot_timeout_s: Annotated[int, Strict(), Field(ge=60, le=7200)] = 900
 
@@ -327,7 +360,7 @@ class Settings(BaseModel):
     gpu_users: list[UserName] = []
 
     # llama.cpp RPC server (workers)
-    rpc_port: Port = 50052
+    rpc_port: RpcPort = 50052
     rpc_bind_address: BindAddress = None
     rpc_allow_any_address: Annotated[bool, Strict()] = False
     rpc_instances: list[RpcInstance] = []
@@ -384,6 +417,7 @@ class Settings(BaseModel):
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
     _fix: dict[str, str] = PrivateAttr(default_factory=dict)
     _ssh_hostname: Any = PrivateAttr(default=None)
+    _ssh_port: Any = PrivateAttr(default=22)
 
     @model_validator(mode="after")
     def _cross_field(self) -> Settings:
@@ -409,6 +443,17 @@ class Settings(BaseModel):
                         "or set rpc_allow_any_address = True to accept the risk",
                     )
                 )
+        for variable in ("rpc_bind_address", "head_bind_address"):
+            value = getattr(self, variable)
+            if isinstance(value, ipaddress.IPv6Address) and value.is_link_local and not value.scope_id:
+                issues.append(
+                    (
+                        variable,
+                        "a link-local IPv6 address means something only on one interface; expected it with "
+                        f"its interface, such as '{value}%eth1', or the link's IPv4 address",
+                    )
+                )
+        issues.extend(_path_problems(self))
         ports = [instance.port for instance in self.rpc_instances]
         for port in sorted({p for p in ports if ports.count(p) > 1}):
             issues.append(
@@ -490,11 +535,41 @@ class Settings(BaseModel):
         return list(self.rpc_instances) or [RpcInstance(port=self.rpc_port)]
 
     @property
+    def rpc_connect_address(self) -> IPAddress | None:
+        """The address the heads connect to: rpc_bind_address, or when that is every address (0.0.0.0
+        or ::, with rpc_allow_any_address) ssh_hostname when it is an IP address of that family; else None."""
+        address = self.rpc_bind_address
+        if address is None or not address.is_unspecified:
+            return address
+        try:
+            ssh = _unmapped(ipaddress.ip_address(str(self._ssh_hostname)))
+        except ValueError:
+            return None
+        if ssh.version != address.version or ssh.is_unspecified or ssh.is_loopback:
+            return None
+        return ssh
+
+    @property
     def rpc_endpoints(self) -> list[str]:
-        """'address:port' of each of this worker's RPC servers (for the head's --rpc list)."""
-        if self.rpc_bind_address is None:
+        """'address:port' of each of this worker's RPC servers, as the heads connect to them."""
+        address = self.rpc_connect_address
+        if address is None:
             return []
-        return [_endpoint(self.rpc_bind_address, server.port) for server in self.rpc_servers]
+        return [_endpoint(address, server.port) for server in self.rpc_servers]
+
+    def rpc_servers_for(self, head: str) -> list[RpcInstance]:
+        """The RPC servers of this worker that head `head` uses: those for every head or for `head`; none
+        on the head itself (llama-server uses its own GPU directly)."""
+        if head == self.host_name:
+            return []
+        return [server for server in self.rpc_servers if server.head in (None, head)]
+
+    def rpc_endpoints_for(self, head: str) -> list[str]:
+        """'address:port' of the RPC servers of this worker that head `head` uses (its --rpc list)."""
+        address = self.rpc_connect_address
+        if address is None:
+            return []
+        return [_endpoint(address, server.port) for server in self.rpc_servers_for(head)]
 
     @property
     def head_source_address(self) -> IPAddress | None:
@@ -566,6 +641,50 @@ class Settings(BaseModel):
         )
 
 
+# Where the hardened units cannot see a path: (directory, why). halo-rpc@ has ProtectHome=yes (homes
+# are empty there); every unit has PrivateTmp=yes (its own empty /tmp and /var/tmp); /root and
+# /run/user/<uid> are readable by their owner only, not by the service users. llama-server's unit
+# mounts /home read-only on purpose when the model lives there, so model paths may be under /home.
+_HIDDEN_DIRS = {
+    "/home": "halo-rpc@'s ProtectHome=yes hides every home directory from the RPC servers",
+    "/root": "/root is readable by root only, and the services run as unprivileged users",
+    "/run/user": "/run/user/<uid> is readable by its owner only, and the services run as unprivileged users",
+    "/tmp": "the units' PrivateTmp=yes gives each service its own empty /tmp",
+    "/var/tmp": "the units' PrivateTmp=yes gives each service its own empty /var/tmp",
+}
+_PATH_VARIABLES = {  # variable: the directories its services cannot see
+    "llama_cpp_prefix": ("/home", "/root", "/run/user", "/tmp", "/var/tmp"),
+    "model_path": ("/root", "/run/user", "/tmp", "/var/tmp"),
+    "model_dir": ("/root", "/run/user", "/tmp", "/var/tmp"),
+}
+_SUGGESTED_PATH = {
+    "llama_cpp_prefix": "/opt/llama.cpp",
+    "model_path": "/srv/models/<file>.gguf",
+    "model_dir": "/var/lib/halo-provision/models",
+}
+
+
+def _path_problems(s: Settings) -> list[tuple[str, str]]:
+    """Paths under a directory the hardened units cannot see (or '..' that leads there)."""
+    problems = []
+    for variable, hidden in _PATH_VARIABLES.items():
+        value = getattr(s, variable)
+        if value is None:
+            continue
+        path = posixpath.normpath(value)
+        for directory in hidden:
+            if path == directory or path.startswith(directory + "/"):
+                problems.append(
+                    (
+                        variable,
+                        f"{_HIDDEN_DIRS[directory]}, so they could not read it; expected a path outside "
+                        f"{', '.join(hidden)}, such as {_SUGGESTED_PATH[variable]!r}",
+                    )
+                )
+                break
+    return problems
+
+
 def _model_problems(s: Settings) -> list[tuple[str, str]]:
     """model_url needs model_sha256 and excludes model_path; a tensor split needs a non-zero entry."""
     problems = []
@@ -582,10 +701,57 @@ def _model_problems(s: Settings) -> list[tuple[str, str]]:
     return problems
 
 
+# Kernel arguments that take a host off the network (no sshd, renamed or missing interfaces) or the
+# GPU off the bus (no amdgpu, no KMS, a GTT size that fights ttm.pages_limit): refused unless
+# kernel_allow_risky_args. Keys are compared with '-' as '_'; (key, value test or None, why).
+_RISKY_KERNEL_ARGS: tuple[tuple[str, Callable[[str], bool] | None, str], ...] = (
+    ("init", None, "it replaces systemd as PID 1, so no sshd and no service of ours starts"),
+    ("rdinit", None, "it replaces the initramfs' init, so the host may never reach its root file system"),
+    ("systemd.unit", None, "it boots into another target (rescue, emergency): no network, no sshd"),
+    ("single", None, "it boots into rescue mode: no network, no sshd"),
+    ("emergency", None, "it boots into emergency mode: no network, no sshd"),
+    ("rescue", None, "it boots into rescue mode: no network, no sshd"),
+    ("s", None, "it boots into rescue mode: no network, no sshd"),
+    ("rd.break", None, "it stops the boot in the initramfs shell"),
+    ("nomodeset", None, "amdgpu does not load without kernel mode setting: no GPU for llama.cpp"),
+    ("amdgpu.modeset", lambda v: v in ("0", "-1"), "it keeps amdgpu from loading: no GPU for llama.cpp"),
+    ("amdgpu.gttsize", None, "it is deprecated and fights ttm.pages_limit (set from ttm_gib) over the GTT size"),
+    ("modprobe.blacklist", lambda v: "amdgpu" in v.split(","), "it keeps amdgpu from loading: no GPU"),
+    ("module_blacklist", lambda v: "amdgpu" in v.split(","), "it keeps amdgpu from loading: no GPU"),
+    ("rd.driver.blacklist", lambda v: "amdgpu" in v.split(","), "it keeps amdgpu from loading: no GPU"),
+    ("net.ifnames", None, "it renames the network interfaces, so their configuration no longer matches: "
+                          "the host may come up off the network"),
+    ("biosdevname", None, "it renames the network interfaces: the host may come up off the network"),
+    ("ip", None, "it configures the network in the initramfs, over the host's own configuration"),
+    ("ipv6.disable", None, "it removes IPv6: an IPv6 cluster link or SSH address goes away"),
+    ("mem", None, "it hides RAM from the kernel, and ttm_gib counts the installed RAM"),
+    ("maxcpus", lambda v: v == "0", "it boots with one CPU"),
+    ("nosmp", None, "it boots with one CPU"),
+    ("panic", lambda v: v.lstrip("-").isdigit() and int(v) < 0, "it reboots at once on a panic, over and over"),
+)
+
+
+def _risky_kernel_arg(arg: str) -> str | None:
+    """Why `arg` may take the host off the network or the GPU off the bus, else None."""
+    key, _, value = arg.partition("=")
+    key = key.replace("-", "_")
+    for risky, test, why in _RISKY_KERNEL_ARGS:
+        if key == risky.replace("-", "_") and (test is None or test(value)):
+            return why
+    return None
+
+
 def _kernel_extra_args_problems(s: Settings) -> list[str]:
-    """kernel_extra_args must not repeat a key or set what ttm_gib / iommu_mode manage."""
+    """kernel_extra_args must not repeat a key, set what ttm_gib / iommu_mode manage, or take the host off
+    the network or the GPU off the bus (unless kernel_allow_risky_args)."""
     problems, seen = [], set()
     for arg in s.kernel_extra_args:
+        why = _risky_kernel_arg(arg)
+        if why is not None and not s.kernel_allow_risky_args:
+            problems.append(
+                f"{arg!r} may take the host off the network or the GPU off the bus: {why}; expected no {arg} "
+                "here, or set kernel_allow_risky_args = True if you mean it"
+            )
         key = arg.partition("=")[0].replace("-", "_")
         if key in seen:
             problems.append(f"{key} appears twice; expected each key once")
@@ -601,6 +767,7 @@ def _kernel_extra_args_problems(s: Settings) -> list[str]:
 
 
 VARIABLES: tuple[str, ...] = tuple(Settings.model_fields)
+LIST_VARIABLES = tuple(v for v, f in Settings.model_fields.items() if "list[" in str(f.annotation))
 
 _unchecked = [v for v in VARIABLES if v not in VALID or not v.startswith(PREFIXES)]
 if _unchecked:  # every variable needs a "what is valid" text and one of our prefixes
@@ -619,8 +786,73 @@ def _endpoint(address: IPAddress, port: int) -> str:
     return f"{address}:{port}"
 
 
+# Values never shown: a variable whose name says it holds a secret (an API key given inline, a token).
+_SECRET_NAME_RE = re.compile(r"api_?key|token|secret|passw|credential", re.IGNORECASE)
+_NOT_SECRET_SUFFIXES = ("_file", "_path", "_dir", "_sha256", "_url")
+# In URLs: the userinfo before '@' (a password, or a token as the user name) and secret query parameters.
+_URL_USERINFO_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]+)@")
+_URL_SECRET_QUERY_RE = re.compile(
+    r"(?P<name>[?&;][^=&#\s'\"]*(?:token|key|secret|sig|passw|auth|credential)[^=&#\s'\"]*=)[^&#\s'\"]*",
+    re.IGNORECASE,
+)
+
+
+def masked(text: str) -> str:
+    """`text` with the secrets of the URLs in it replaced by ***, for messages and logs.
+
+    >>> masked("https://x-access-token:ghs_abc@github.com/o/r?x=1&token=t0p")
+    'https://x-access-token:***@github.com/o/r?x=1&token=***'
+    >>> masked("https://hf_AbCdEf0123456789xyz@example.org/m.gguf ssh://git@host/repo")
+    'https://***@example.org/m.gguf ssh://git@host/repo'
+    """
+
+    def userinfo(match: re.Match) -> str:
+        user, colon, _ = match["userinfo"].partition(":")
+        if colon:
+            return f"{match['scheme']}{user}:***@"
+        if re.fullmatch(r"[a-z_][a-z0-9_.-]{0,15}", user):  # a plain user name such as git
+            return match[0]
+        return f"{match['scheme']}***@"
+
+    return _URL_SECRET_QUERY_RE.sub(r"\g<name>***", _URL_USERINFO_RE.sub(userinfo, text))
+
+
+def _is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME_RE.search(name)) and not name.endswith(_NOT_SECRET_SUFFIXES)
+
+
+def _shown_value(variable: str, value: Any) -> str:
+    """`value` as a message shows it: repr, a secret variable's value hidden, URLs' secrets masked."""
+    if _is_secret_name(variable) and value not in (None, True, False, "", [], {}):
+        return "'<hidden>'"
+    return masked(repr(value))
+
+
 def _message(host: str, variable: str, value: Any, detail: str, fix: str) -> str:
-    return f"{host}: {variable} = {value!r} is invalid: {detail}. Fix it in {fix}."
+    return masked(f"{host}: {variable} = {_shown_value(variable, value)} is invalid: {detail}. Fix it in {fix}.")
+
+
+COMMAND_LINE_FIX = "the --data option on the command line"
+
+
+def _command_line_list_hint(variable: str, value: Any) -> str:
+    """How to give a list with --data, shown when pyinfra parsed one as a number or a plain string.
+
+    >>> _command_line_list_hint("head_tensor_split", "1,1").split("e.g. ")[1]
+    "--data 'head_tensor_split=[1, 1]'"
+    """
+    if isinstance(value, str):
+        items: list[Any] = [item.strip() for item in value.split(",") if item.strip()]
+        if variable == "head_tensor_split":
+            items = [json.loads(item) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", item) else item for item in items]
+        kind = "a string"
+    else:
+        items, kind = [value], "True or False" if isinstance(value, bool) else "a number"
+    example = json.dumps(items).replace("'", "")
+    return (
+        f"; pyinfra read --data {variable}={value} as {kind}, not a list: write the list in JSON and quote "
+        f"it for the shell, e.g. --data '{variable}={example}'"
+    )
 
 
 def _fix_hint(host: Host, variable: str) -> str:
@@ -630,7 +862,7 @@ def _fix_hint(host: Host, variable: str) -> str:
     if variable in override:
         return "the deploy code that assigns host.data." + variable
     if variable in (inventory.get_override_data() or {}):
-        return "the --data option on the command line"
+        return COMMAND_LINE_FIX
     if variable in inventory.get_host_data(host.name):
         return DEFAULT_FIX
     for group in reversed(list(host.groups)):
@@ -666,8 +898,8 @@ def _unknown_key_problem(host: str, key: str, value: Any, fix: str) -> str:
         prefix = next(p for p in PREFIXES if key.startswith(p))
         same_prefix = [v for v in VARIABLES if v.startswith(prefix)]
         hint = "valid names are " + ", ".join(same_prefix) + "."
-    return (
-        f"{host}: {key} = {value!r} is not a halo-provision variable: {hint} "
+    return masked(
+        f"{host}: {key} = {_shown_value(key, value)} is not a halo-provision variable: {hint} "
         f"Fix the name in {fix}."
     )
 
@@ -694,8 +926,68 @@ def _validation_problems(
             continue
         seen.add(variable)
         value = raw.get(variable, Settings.model_fields[variable].default)
+        if variable in LIST_VARIABLES and not isinstance(value, list) and fix(variable) == COMMAND_LINE_FIX:
+            detail += _command_line_list_hint(variable, value)
         problems.append(_message(host, variable, value, detail, fix(variable)))
     return problems
+
+
+# Host data that is pyinfra's own (connectors, global arguments such as _sudo) or a connector's: never ours.
+_PYINFRA_DATA_PREFIXES = ("_", "ssh_", "winrm_", "docker_", "dockerssh_", "podman_", "chroot_", "local_",
+                          "terraform_", "vagrant_", "sudo_", "su_", "doas_")
+# Names without our prefixes that users write for ours. An error when ignoring the name would silently
+# drop security (the API key: llama-server would serve with no key); else a warning, as the name may be
+# the user's own data (e.g. `model` for the hardware model).
+_UNPREFIXED_SECURITY = {
+    "api_key_file": "head_api_key_file", "apikey_file": "head_api_key_file", "api_keys_file": "head_api_key_file",
+    "api_key": "head_api_key_file", "apikey": "head_api_key_file", "api_keys": "head_api_key_file",
+    "llama_api_key_file": "head_api_key_file", "server_api_key_file": "head_api_key_file",
+    "allow_any_address": "rpc_allow_any_address", "bind_address": "rpc_bind_address",
+}
+_UNPREFIXED_ALIASES = {
+    "model": "model_path", "model_file": "model_path", "gguf": "model_path", "model_sha": "model_sha256",
+    "llama_ref": "llama_cpp_ref", "llamacpp_ref": "llama_cpp_ref", "ref": "llama_cpp_ref",
+    "backend": "llama_cpp_backend", "llama_backend": "llama_cpp_backend", "llama_repo": "llama_cpp_repo",
+    "llama_prefix": "llama_cpp_prefix", "ctx_size": "head_ctx_size", "tensor_split": "head_tensor_split",
+    "gpu_layers": "head_gpu_layers", "ngl": "head_gpu_layers", "flash_attn": "head_flash_attn",
+    "parallel": "head_parallel", "extra_args": "kernel_extra_args", "cmdline": "kernel_extra_args",
+}
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+_NORMALIZED_VARIABLES = {_normalized(v): v for v in VARIABLES}
+
+
+def _near_miss(key: str) -> tuple[str, bool] | None:
+    """(our variable, is it an error) for a host data key without our prefixes that means one of ours."""
+    if key in Settings.model_fields or key.startswith(PREFIXES) or key.startswith(_PYINFRA_DATA_PREFIXES):
+        return None
+    lowered = key.lower().replace("-", "_")
+    if _normalized(key) in _NORMALIZED_VARIABLES:  # rpcport, RPC_PORT, rpc-port: ours, misspelt
+        return _NORMALIZED_VARIABLES[_normalized(key)], True
+    if lowered in _UNPREFIXED_SECURITY:
+        return _UNPREFIXED_SECURITY[lowered], True
+    if lowered in _UNPREFIXED_ALIASES:
+        return _UNPREFIXED_ALIASES[lowered], False
+    close = difflib.get_close_matches(lowered, VARIABLES, n=1, cutoff=0.85)
+    return (close[0], False) if close else None
+
+
+def _near_miss_message(host: str, key: str, value: Any, variable: str, error: bool, fix: str) -> str:
+    consequence = (
+        "it would be ignored" + (" and llama-server would serve with no API key" if variable == "head_api_key_file"
+                                 else "")
+    )
+    if variable == "head_api_key_file" and "file" not in key.lower():
+        variable += " (the path of a root-only file on the head holding the key, never the key itself)"
+    return masked(
+        f"{host}: {key} = {_shown_value(key, value)} is not a halo-provision variable ({consequence}): did you "
+        f"mean {variable}? "
+        + (f"Fix the name in {fix}." if error else f"Rename it in {fix}, or ignore this if {key} is your own data.")
+    )
 
 
 def _validate_host(host: Host) -> tuple[Settings | None, list[str]]:
@@ -710,6 +1002,10 @@ def _validate_host(host: Host) -> tuple[Settings | None, list[str]]:
         for key, value in data.items()
         if isinstance(key, str) and key.startswith(PREFIXES) and key not in Settings.model_fields
     ]
+    for key, value in data.items():
+        near = _near_miss(key) if isinstance(key, str) else None
+        if near is not None and near[1]:
+            problems.append(_near_miss_message(host.name, key, value, near[0], True, fix(key)))
     try:
         result = Settings.model_validate(raw)
     except ValidationError as e:
@@ -720,7 +1016,32 @@ def _validate_host(host: Host) -> tuple[Settings | None, list[str]]:
     result._raw = raw
     result._fix = {variable: fix(variable) for variable in VARIABLES}
     result._ssh_hostname = data.get("ssh_hostname")
+    result._ssh_port = data.get("ssh_port") or 22
+    problems.extend(_service_port_problems(result))
     return result, problems
+
+
+def _service_port_problems(s: Settings) -> list[str]:
+    """Ports of ours that sshd uses on the host (ssh_port, default 22): the firewall and the server would
+    take it. (Ports below 1024 are refused by the field types; head_port vs the RPC ports: cross-host.)"""
+    problems = []
+    try:
+        ssh_port = int(s._ssh_port)
+    except (TypeError, ValueError):
+        return problems
+    if s.is_rpc_worker:
+        for server in s.rpc_servers:
+            if server.port == ssh_port:
+                variable = "rpc_instances" if s.rpc_instances else "rpc_port"
+                problems.append(s._problem(
+                    variable, f"sshd listens on port {ssh_port} of {s.host_name} (ssh_port), and the RPC "
+                    "server and its firewall rule would take that port; expected a port no other service of "
+                    f"{s.host_name} uses, such as 50052"))
+    if s.is_head and s.head_port == ssh_port:
+        problems.append(s._problem(
+            "head_port", f"sshd listens on port {ssh_port} of {s.host_name} (ssh_port); expected a port no other "
+            f"service of {s.host_name} uses, such as 8080"))
+    return problems
 
 
 # ---------------------------------------------------------------------------
@@ -793,7 +1114,7 @@ def _cross_host_problems(inventory: Inventory, valid: dict[str, Settings]) -> li
         if address is None or address.is_unspecified:
             continue
         for port in sorted({server.port for server in s.rpc_servers}):
-            key = (address, port)
+            key = (_unscoped(address), port)  # fe80::12%eth0 and fe80::12%eth1: one address on the link
             if key in taken:
                 problems.append(
                     s._problem(
@@ -837,6 +1158,9 @@ def _cross_host_problems(inventory: Inventory, valid: dict[str, Settings]) -> li
                     )
                 )
 
+    problems.extend(_one_build_problems(inventory, valid))
+    problems.extend(_rpc_client_problems(inventory, valid))
+
     # Workers are useless without a head that runs llama-server.
     if all_workers and not heads:
         problems.append(
@@ -845,6 +1169,132 @@ def _cross_host_problems(inventory: Inventory, valid: dict[str, Settings]) -> li
             f"{HEAD_GROUP}. Fix it in the inventory: add e.g. {HEAD_GROUP} = [{all_workers[0]!r}]."
         )
     return problems
+
+
+_ONE_BUILD = ("llama_cpp_ref", "llama_cpp_backend", "llama_cpp_cmake_extra_args")
+
+
+def _one_build_problems(inventory: Inventory, valid: dict[str, Settings]) -> list[str]:
+    """One llama.cpp commit, backend and flags on every head and worker: RPC client and servers speak one
+    protocol. The first head's values are the reference; each host that differs is named."""
+    members = [valid[h.name] for h in inventory
+               if h.name in valid and (HEAD_GROUP in h.groups or RPC_WORKERS_GROUP in h.groups)]
+    if len(members) < 2:
+        return []
+    reference = next((s for s in members if s.is_head), members[0])
+    problems = []
+    for s in members:
+        for variable in _ONE_BUILD:
+            want, have = getattr(reference, variable), getattr(s, variable)
+            if have != want:
+                problems.append(s._problem(
+                    variable, f"{'head ' if reference.is_head else ''}{reference.host_name} has "
+                    f"{masked(repr(want))}, and llama.cpp's RPC client and servers must run one build (commit, "
+                    f"backend and flags) to speak one protocol; expected {masked(repr(want))} here, or the same "
+                    "new value on every host (set it once in group_data/all.py)"))
+    return problems
+
+
+def _rpc_client_problems(inventory: Inventory, valid: dict[str, Settings]) -> list[str]:
+    """What the heads connect to: an address (not 0.0.0.0), over IPv4, one head per RPC server."""
+    problems = []
+    heads = [h.name for h in inventory if HEAD_GROUP in h.groups]
+    for h in inventory:
+        s = valid.get(h.name)
+        if s is None or not s.is_rpc_worker or s.rpc_bind_address is None:
+            continue
+        users = [name for name in heads if name != s.host_name]
+        if not users:
+            continue
+        address = s.rpc_bind_address
+        if address.is_unspecified and s.rpc_connect_address is None:
+            problems.append(s._problem(
+                "rpc_bind_address", f"the RPC server listens on every address, and the heads need one of "
+                f"{s.host_name}'s addresses to connect to (never {address}); expected {s.host_name}'s "
+                f"cluster-link address, or ssh_hostname as an IPv{address.version} address, which the heads "
+                "then use"))
+            continue
+        connect = s.rpc_connect_address
+        if connect is not None and connect.version == 6 and not connect.is_loopback:  # loopback: refused above
+            problems.append(s._problem(
+                "rpc_bind_address", f"llama.cpp's RPC client on head {users[0]} connects over IPv4 only (ggml-rpc "
+                "resolves with gethostbyname and splits host:port at the first ':'); expected "
+                f"{s.host_name}'s IPv4 cluster-link address"))
+        variable = "rpc_instances" if s.rpc_instances else "rpc_port"
+        for server in s.rpc_servers:
+            if server.head is not None and server.head not in heads:
+                problems.append(s._problem(
+                    "rpc_instances", f"the server on port {server.port} is for head {server.head!r}, which is not "
+                    f"in group {HEAD_GROUP}; expected one of {', '.join(heads) or 'the heads'}, or no 'head'"))
+                continue
+            clients = [name for name in users if server.head in (None, name)]
+            if len(clients) > 1:
+                example = [{"port": 50052 + i, "head": name} for i, name in enumerate(clients)]
+                problems.append(s._problem(
+                    variable, f"heads {' and '.join(clients)} would all use the RPC server on "
+                    f"{_endpoint(s.rpc_connect_address or address, server.port)}, and an RPC server serves one "
+                    f"client at a time; expected one server per head, e.g. rpc_instances = {example}"))
+    return problems
+
+
+def _warnings_of(host: Host, s: Settings | None) -> list[tuple[str, str]]:
+    """(key, warning) for names of this host that look like ours and are ignored."""
+    found = []
+    data = _host_data(host)
+    for key, value in data.items():
+        near = _near_miss(key) if isinstance(key, str) else None
+        if near is not None and not near[1]:
+            found.append((key, _near_miss_message(host.name, key, value, near[0], False, _fix_hint(host, key))))
+    if s is not None and not s.is_head:
+        # head_* and model_* act on heads only: set for this host itself, it likely meant a head
+        inventory = host.inventory
+        own = dict(inventory.get_host_data(host.name))
+        for group in host.groups:
+            if not any(HEAD_GROUP in member.groups for member in inventory.get_group(group, [])):
+                own.update(inventory.get_group_data(group))
+        for key, value in own.items():
+            if isinstance(key, str) and key.startswith(("head_", "model_")) and key in Settings.model_fields:
+                found.append((key, masked(
+                    f"{host.name}: {key} = {_shown_value(key, value)} has no effect: {host.name} is not in group "
+                    f"{HEAD_GROUP}, and only heads run llama-server. Add {host.name} to group {HEAD_GROUP}, or "
+                    f"remove {key} from {_fix_hint(host, key)}.")))
+    return found
+
+
+_GROUP_NAMES = (HEAD_GROUP, RPC_WORKERS_GROUP)
+
+
+def _group_problems(inventory: Inventory) -> list[str]:
+    """Groups whose name is almost ours ('heads', 'rpc_worker', 'rpc-workers') with hosts that are not in
+    our group: those hosts would silently get nothing of that role."""
+    problems = []
+    for name, members in sorted(getattr(inventory, "groups", {}).items()):
+        if name in _GROUP_NAMES or name == "all":
+            continue
+        for ours in _GROUP_NAMES:
+            close = _normalized(name) == _normalized(ours) or (
+                difflib.SequenceMatcher(None, name.lower(), ours).ratio() >= 0.8)
+            if not close:
+                continue
+            missing = [h.name for h in members if ours not in h.groups]
+            if missing:
+                problems.append(
+                    f"inventory: group {name} = {missing!r} is not a halo-provision group: did you mean {ours}? "
+                    f"Its hosts would get nothing of group {ours}'s role. Fix it in the inventory: rename "
+                    f"{name} to {ours} (and group_data/{name}.py to group_data/{ours}.py).")
+    return problems
+
+
+def inventory_warnings(inventory: Inventory, valid: dict[str, Settings] | None = None) -> list[str]:
+    """Names that look like ours and are ignored, once each: a name close to one of our variables (but
+    maybe the user's own data), a head_* / model_* variable set for a host that is not a head."""
+    valid = valid or {}
+    seen: dict[str, str] = {}
+    for host in inventory:
+        for key, message in _warnings_of(host, valid.get(host.name)):
+            where = message.split(" = ", 1)[1]
+            seen.setdefault(f"{key}={where}", message)
+    return list(seen.values())
 
 
 def validate_inventory(inventory: Inventory) -> dict[str, Settings]:
@@ -860,9 +1310,12 @@ def validate_inventory(inventory: Inventory) -> dict[str, Settings]:
         problems.extend(host_problems)
         if result is not None:
             valid[host.name] = result
+    problems.extend(_group_problems(inventory))
     problems.extend(_cross_host_problems(inventory, valid))
     if problems:
         raise SettingsError(problems)
+    for warning in inventory_warnings(inventory, valid):
+        logger.warning(warning)
     return valid
 
 

@@ -31,6 +31,8 @@ iommu_mode = "off"
 # --- kernel command line and reboot (deploys/grub.py) ---
 # More kernel arguments, "key=value" or "flag", e.g. ["amdgpu.cwsr_enable=0"]; ttm and iommu come from above.
 kernel_extra_args = []
+# Allow kernel_extra_args that may take a host off the network or the GPU off the bus (init=, nomodeset...).
+kernel_allow_risky_args = False
 # Reboot a host whose running kernel lacks the arguments; False = report "reboot pending".
 reboot_allowed = False
 # Seconds to wait for a host to come back after that reboot.

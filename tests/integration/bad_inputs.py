@@ -35,6 +35,7 @@ class BadInput:
     group_data: dict[str, dict[str, Any]] = field(default_factory=dict)  # group_data/<group>.py files
     cli_args: tuple[str, ...] = ()  # extra pyinfra arguments, e.g. ("--data", "ttm_gib=lots")
     needs_facts: bool = False  # found from the host's facts at prepare time, not from the data alone
+    absent: str = ""  # a secret of the input the output must never show
 
 
 def halo2(**data: Any) -> dict[str, dict[str, Any]]:
@@ -80,7 +81,7 @@ CASES = [
     BadInput("rocm_dkms_package", "halo2: rocm_packages_extra = ['amdgpu-dkms'] is invalid",
              "never amdgpu-dkms", halo2(rocm_packages_extra=["amdgpu-dkms"])),
     # RPC workers
-    BadInput("rpc_port_negative", "halo2: rpc_port = -1 is invalid", "a TCP port number from 1 to 65535",
+    BadInput("rpc_port_negative", "halo2: rpc_port = -1 is invalid", "a TCP port number from 1024 to 65535",
              halo2(rpc_port=-1)),
     BadInput("rpc_port_text", "halo2: rpc_port = '50052' is invalid", "a TCP port number", halo2(rpc_port="50052")),
     BadInput("worker_without_bind_address", "halo3: rpc_bind_address = None is invalid",
@@ -124,6 +125,118 @@ CASES = [
              group_data={"all": {"iommu_mode": "strict"}}),
     BadInput("command_line_ttm_gib", "halo3: ttm_gib = 'lots' is invalid", "Fix it in the --data option",
              cli_args=("--data", "ttm_gib=lots")),
+    # ports and firewall rules that would hit other services (sshd, llama-server)
+    BadInput("rpc_port_ssh", "halo2: rpc_port = 22 is invalid", "the unprivileged RPC server cannot bind a lower one",
+             halo2(rpc_port=22)),
+    # names that would be silently ignored
+    BadInput("unprefixed_api_key_file", "halo1: api_key_file = '/etc/halo-provision/api-key' is not a halo-provision "
+             "variable", "llama-server would serve with no API key): did you mean head_api_key_file?",
+             {"halo1": {"api_key_file": "/etc/halo-provision/api-key"}}),
+    BadInput("group_heads", "inventory: group heads = ['halo1'] is not a halo-provision group",
+             "did you mean head?", groups={"heads": ["halo1"], "rpc_workers": ["halo1", "halo2", "halo3"]}),
+    # one cluster, one build, one client per RPC server
+    BadInput("llama_cpp_ref_differs", "halo2: llama_cpp_ref = 'b9000' is invalid",
+             "head halo1 has 'b10760', and llama.cpp's RPC client and servers must run one build",
+             halo2(llama_cpp_ref="b9000")),
+    BadInput("two_heads_share_an_rpc_server", "halo2: rpc_port = 50052 is invalid",
+             "an RPC server serves one client at a time; expected one server per head",
+             {"halo3": {"model_path": MODEL_PATH}}, groups={"head": ["halo1", "halo3"],
+                                                            "rpc_workers": ["halo1", "halo2", "halo3"]}),
+    # paths the hardened units cannot see
+    BadInput("model_path_in_tmp", "halo1: model_path = '/tmp/tiny.gguf' is invalid",
+             "PrivateTmp=yes gives each service its own empty /tmp", {"halo1": {"model_path": "/tmp/tiny.gguf"}}),
+    # kernel arguments that take the GPU off the bus
+    BadInput("kernel_arg_nomodeset", "halo2: kernel_extra_args = ['nomodeset'] is invalid",
+             "or set kernel_allow_risky_args = True if you mean it", halo2(kernel_extra_args=["nomodeset"])),
+    # a list given on the command line
+    BadInput("command_line_list_as_string", "halo3: kernel_extra_args = 'quiet' is invalid",
+             """e.g. --data 'kernel_extra_args=["quiet"]'""", cli_args=("--data", "kernel_extra_args=quiet")),
+]
+
+# Fact-free cases checked by the unit corpus only (tests/unit/test_bad_inputs.py), to keep the lab run short.
+UNIT_CASES = [
+    # ports
+    BadInput("rpc_port_https", "halo2: rpc_port = 443 is invalid", "from 1024 to 65535", halo2(rpc_port=443)),
+    BadInput("rpc_port_is_the_ssh_port", "halo2: rpc_port = 2222 is invalid",
+             "sshd listens on port 2222 of halo2 (ssh_port)", halo2(rpc_port=2222, ssh_port=2222)),
+    BadInput("rpc_instance_on_the_ssh_port", "halo2: rpc_instances = [{'port': 2200}] is invalid",
+             "sshd listens on port 2200 of halo2", halo2(rpc_instances=[{"port": 2200}], ssh_port=2200)),
+    BadInput("rpc_instance_low_port", "halo2: rpc_instances = [{'port': 80}] is invalid", "port 1024 to 65535",
+             halo2(rpc_instances=[{"port": 80}])),
+    BadInput("head_port_is_the_ssh_port", "halo1: head_port = 2022 is invalid", "sshd listens on port 2022 of halo1",
+             {"halo1": {"head_port": 2022, "ssh_port": 2022}}),
+    # names
+    BadInput("unprefixed_rpcport", "halo2: rpcport = 50060 is not a halo-provision variable", "did you mean rpc_port?",
+             halo2(rpcport=50060)),
+    BadInput("upper_case_variable", "halo2: RPC_BIND_ADDRESS = '10.151.0.99' is not a halo-provision variable",
+             "did you mean rpc_bind_address?", halo2(RPC_BIND_ADDRESS="10.151.0.99")),
+    BadInput("api_key_inline", "halo1: api_key = '<hidden>' is not a halo-provision variable",
+             "never the key itself", {"halo1": {"api_key": "sk-live-0123456789abcdef"}}, absent="sk-live-0123456789"),
+    BadInput("head_api_key_inline", "halo1: head_api_key = '<hidden>' is not a halo-provision variable",
+             "did you mean head_api_key_file?", {"halo1": {"head_api_key": "sk-live-0123456789abcdef"}},
+             absent="sk-live-0123456789"),
+    BadInput("group_rpc_worker", "inventory: group rpc_worker = ['halo2', 'halo3'] is not a halo-provision group",
+             "did you mean rpc_workers?", groups={"head": ["halo1"], "rpc_workers": ["halo1"],
+                                                  "rpc_worker": ["halo2", "halo3"]}),
+    BadInput("group_rpcworkers", "inventory: group rpcworkers = ['halo3'] is not a halo-provision group",
+             "rename rpcworkers to rpc_workers", groups={"head": ["halo1"], "rpc_workers": ["halo1", "halo2"],
+                                                         "rpcworkers": ["halo3"]}),
+    # one cluster
+    BadInput("llama_cpp_backend_differs", "halo3: llama_cpp_backend = 'vulkan' is invalid", "head halo1 has 'hip'",
+             {"halo3": {"llama_cpp_backend": "vulkan"}}),
+    BadInput("cmake_flags_differ", "halo2: llama_cpp_cmake_extra_args = ['-DGGML_HIP_NO_VMM=ON'] is invalid",
+             "head halo1 has []", halo2(llama_cpp_cmake_extra_args=["-DGGML_HIP_NO_VMM=ON"])),
+    BadInput("rpc_server_for_an_unknown_head", "halo2: rpc_instances = [{'port': 50052, 'head': 'halo9'}] is invalid",
+             "is for head 'halo9', which is not in group head", halo2(rpc_instances=[{"port": 50052, "head": "halo9"}])),
+    BadInput("any_address_without_an_address_to_connect_to", "halo2: rpc_bind_address = '0.0.0.0' is invalid",
+             "the heads need one of halo2's addresses to connect to (never 0.0.0.0)",
+             halo2(rpc_bind_address="0.0.0.0", rpc_allow_any_address=True, ssh_hostname="halo2.lan")),
+    BadInput("ipv6_link_local_without_scope", "halo2: rpc_bind_address = 'fe80::12' is invalid",
+             "expected it with its interface, such as 'fe80::12%eth1'", halo2(rpc_bind_address="fe80::12")),
+    BadInput("ipv4_mapped_duplicate", "halo3: rpc_bind_address = '::ffff:{halo2}' is invalid",
+             "halo2 already runs an RPC server on {halo2}:50052", {"halo3": {"rpc_bind_address": "::ffff:{halo2}"}}),
+    BadInput("ipv4_mapped_public", "halo2: rpc_bind_address = '::ffff:8.8.8.8' is invalid",
+             "a private cluster-link address", halo2(rpc_bind_address="::ffff:8.8.8.8")),
+    BadInput("ipv6_worker_for_an_ipv4_client", "halo2: rpc_bind_address = 'fd51::12' is invalid",
+             "connects over IPv4 only", halo2(rpc_bind_address="fd51::12")),
+    # paths
+    BadInput("llama_cpp_prefix_in_home", "halo2: llama_cpp_prefix = '/home/alice/llama.cpp' is invalid",
+             "ProtectHome=yes hides every home directory", halo2(llama_cpp_prefix="/home/alice/llama.cpp")),
+    BadInput("llama_cpp_prefix_dotdot_to_tmp", "halo2: llama_cpp_prefix = '/opt/../tmp/llama.cpp' is invalid",
+             "its own empty /tmp", halo2(llama_cpp_prefix="/opt/../tmp/llama.cpp")),
+    BadInput("model_dir_in_root", "halo1: model_dir = '/root/models' is invalid", "readable by root only",
+             {"halo1": {"model_dir": "/root/models"}}),
+    BadInput("model_path_in_var_tmp", "halo1: model_path = '/var/tmp/m.gguf' is invalid", "own empty /var/tmp",
+             {"halo1": {"model_path": "/var/tmp/m.gguf"}}),
+    # kernel arguments
+    BadInput("kernel_arg_systemd_unit", "halo2: kernel_extra_args = ['systemd.unit=rescue.target'] is invalid",
+             "no network, no sshd", halo2(kernel_extra_args=["systemd.unit=rescue.target"])),
+    BadInput("kernel_arg_init", "halo2: kernel_extra_args = ['init=/bin/sh'] is invalid", "replaces systemd as PID 1",
+             halo2(kernel_extra_args=["init=/bin/sh"])),
+    BadInput("kernel_arg_blacklist_amdgpu", "halo2: kernel_extra_args = ['modprobe.blacklist=nouveau,amdgpu'] is "
+             "invalid", "keeps amdgpu from loading", halo2(kernel_extra_args=["modprobe.blacklist=nouveau,amdgpu"])),
+    BadInput("kernel_arg_rd_blacklist_amdgpu", "halo2: kernel_extra_args = ['rd.driver.blacklist=amdgpu'] is invalid",
+             "keeps amdgpu from loading", halo2(kernel_extra_args=["rd.driver.blacklist=amdgpu"])),
+    BadInput("kernel_arg_gttsize", "halo2: kernel_extra_args = ['amdgpu.gttsize=122880'] is invalid",
+             "fights ttm.pages_limit", halo2(kernel_extra_args=["amdgpu.gttsize=122880"])),
+    BadInput("kernel_arg_ifnames", "halo2: kernel_extra_args = ['net.ifnames=0'] is invalid",
+             "off the network", halo2(kernel_extra_args=["net.ifnames=0"])),
+    # secrets in messages, lists on the command line
+    BadInput("model_url_password_masked", "halo1: model_url = 'ftp://alice:***@{halo1}/tiny.gguf' is invalid",
+             "an http:// or https:// URL", {"halo1": {"model_path": DROP, "model_url": "ftp://alice:s3cr3t@{halo1}/tiny.gguf",
+                                                      "model_sha256": "0" * 64}}, absent="s3cr3t"),
+    BadInput("repo_token_masked", "halo2: llama_cpp_repo = 'https://***@github.com/o/llama.cpp x' is invalid",
+             "a git repository URL", halo2(llama_cpp_repo="https://ghp_0123456789abcdefghijklmnopqrstuvwxyz@github.com/o/"
+                                           "llama.cpp x"), absent="ghp_0123"),
+    BadInput("rocm_repo_url_token_masked", "halo2: rocm_repo_url = 'ftp://repo.example/apt?token=***' is invalid",
+             "an http:// or https:// URL", halo2(rocm_repo_url="ftp://repo.example/apt?token=abc0def1"),
+             absent="abc0def1"),
+    BadInput("command_line_gpu_targets", "halo3: gpu_targets = 'gfx1151' is invalid",
+             """--data 'gpu_targets=["gfx1151"]'""", cli_args=("--data", "gpu_targets=gfx1151")),
+    BadInput("command_line_tensor_split", "halo1: head_tensor_split = '1,1' is invalid",
+             "--data 'head_tensor_split=[1, 1]'", cli_args=("--data", "head_tensor_split=1,1")),
+    BadInput("command_line_number_for_a_list", "halo3: gpu_users = 1000 is invalid",
+             "as a number, not a list", cli_args=("--data", "gpu_users=1000")),
 ]
 
 

@@ -52,6 +52,7 @@ def test_bad_input_stops_the_run_before_any_operation(corpus, case, tmp_path):
     assert fill(case.who, corpus["addresses"]) in output, output  # host, variable, value
     assert fill(case.fix, corpus["addresses"]) in output, output
     assert "Fix " in output, output
+    assert not case.absent or case.absent not in output, output
 
 
 def test_hosts_are_unchanged_by_the_corpus(corpus):

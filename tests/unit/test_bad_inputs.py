@@ -12,17 +12,18 @@ from pyinfra_cli.inventory import make_inventory
 from pyinfra_cli.util import parse_cli_arg
 
 from deploys.settings import SettingsError, validate_inventory
-from tests.integration.bad_inputs import CASES, fill, write_inventory
+from tests.integration.bad_inputs import CASES, UNIT_CASES, fill, write_inventory
 from tests.lab import lab
 
 REPO = Path(__file__).resolve().parents[2]
 FIX = "Fix it in the inventory's host data or group_data/all.py."
-FACT_FREE = [case for case in CASES if not case.needs_facts]
+FACT_FREE = [case for case in CASES + UNIT_CASES if not case.needs_facts]
 
 
 def test_the_corpus_is_large_and_its_ids_unique():
-    assert len(CASES) >= 25
-    assert len({case.id for case in CASES}) == len(CASES)
+    assert len(CASES) >= 25 and len(UNIT_CASES) >= 25
+    assert len({case.id for case in CASES + UNIT_CASES}) == len(CASES + UNIT_CASES)
+    assert not any(case.needs_facts for case in UNIT_CASES)  # the lab corpus does not run them
 
 
 @pytest.mark.parametrize("case", FACT_FREE, ids=[case.id for case in FACT_FREE])
@@ -46,6 +47,7 @@ def test_corpus_case_is_refused_by_validation(case, tmp_path):
     assert fill(case.who, addresses) in message
     assert fill(case.fix, addresses) in message
     assert "Fix " in message
+    assert not case.absent or case.absent not in message  # no secret of the input is shown
 
 
 def cluster(halo3: dict, head_is_worker: bool = True, halo1: dict | None = None) -> Inventory:

@@ -97,11 +97,16 @@ def test_workers_of_reads_the_inventory_group():
 
 
 def test_ipv6_workers_get_brackets_and_are_refused_with_the_reason():
-    s, rpc = head_view(inventory(halo2={"rpc_bind_address": "fd51::12"}))
-    assert rpc == ["[fd51::12]:50052", "10.151.0.13:50052"]
-    (problem,) = head_problems(s, rpc)
+    # settings refuse it first, naming the worker whose value is at fault (not the head)
+    with pytest.raises(SettingsError) as info:
+        head_view(inventory(halo2={"rpc_bind_address": "fd51::12"}))
+    (problem,) = info.value.problems
+    assert problem.startswith("halo2: rpc_bind_address = 'fd51::12' is invalid: llama.cpp's RPC client on head "
+                              "halo1 connects over IPv4 only")
+    # the step's own check, for a --rpc list that reaches it
+    s, _ = head_view(inventory())
+    (problem,) = head_problems(s, ["[fd51::12]:50052", "10.151.0.13:50052"])
     assert problem.startswith("halo1: the --rpc list [fd51::12]:50052 is IPv6")
-    assert "IPv4 only" in problem and "rpc_bind_address" in problem
 
 
 # -- llama-server's environment ---------------------------------------------------------------------

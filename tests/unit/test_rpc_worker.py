@@ -180,7 +180,9 @@ def test_head_address_is_its_rpc_bind_address_first():
 
 
 def test_head_address_falls_back_to_head_bind_address_then_ssh_hostname():
-    inv = Inventory(([("halo2", {"ssh_hostname": "10.151.0.12", "rpc_bind_address": "10.151.0.12"}),
+    per_head = [{"port": 50052, "head": "halo3"}, {"port": 50053, "head": "halo4"}]  # one client per server
+    inv = Inventory(([("halo2", {"ssh_hostname": "10.151.0.12", "rpc_bind_address": "10.151.0.12",
+                                 "rpc_instances": per_head}),
                       ("halo3", {"ssh_hostname": "10.151.0.13", "head_bind_address": "10.151.0.99"}),
                       ("halo4", {"ssh_hostname": "fd51::14"})], {}),
                     head=(["halo3", "halo4"], {}), rpc_workers=(["halo2"], {}))
@@ -222,7 +224,7 @@ def test_instances_replace_rpc_port():
 
 
 @pytest.mark.parametrize("instances, words", [
-    ([{"port": 0}], ["entry {'port': 0} is not allowed", "port 1 to 65535"]),
+    ([{"port": 0}], ["entry {'port': 0} is not allowed", "port 1024 to 65535"]),
     ([{"port": "50052"}], ["entry {'port': '50052'} is not allowed"]),
     ([{"device": "ROCm0"}], ["entry {'device': 'ROCm0'} is not allowed"]),
     ([{"port": 50052, "gpu": "ROCm0"}], ["entry {'port': 50052, 'gpu': 'ROCm0'} is not allowed"]),

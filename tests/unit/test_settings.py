@@ -13,6 +13,7 @@ from pyinfra_cli.inventory import make_inventory
 from deploys.settings import (
     Settings,
     SettingsError,
+    inventory_warnings,
     settings,
     validate_inventory,
 )
@@ -85,7 +86,7 @@ def test_ipv6_and_valid_overrides():
     s = validate_inventory(
         lab_inventory(
             {
-                "rpc_bind_address": "fd51::12",
+                "rpc_bind_address": "10.151.0.22",
                 "rpc_port": 50053,
                 "ttm_gib": 100,
                 "iommu_mode": "pt",
@@ -97,8 +98,9 @@ def test_ipv6_and_valid_overrides():
             }
         )
     )["halo2"]
-    assert s.rpc_endpoint == "[fd51::12]:50053"
+    assert s.rpc_endpoint == "10.151.0.22:50053"
     assert s.iommu_mode == "pt"
+    assert Settings(rpc_bind_address="fd51::12", rpc_port=50053).rpc_endpoint == "[fd51::12]:50053"
 
 
 # --- bad values --------------------------------------------------------------
@@ -120,10 +122,12 @@ BAD_VALUES = [
     ("gpu_targets", [], ["non-empty"]),
     ("gpu_users", ["Alice"], ["entry 'Alice'", "user names"]),
     ("gpu_users", ["bob smith"], ["entry 'bob smith'"]),
-    ("rpc_port", 0, ["1 to 65535"]),
-    ("rpc_port", 70000, ["1 to 65535"]),
-    ("rpc_port", -1, ["1 to 65535"]),
-    ("rpc_port", "50052", ["1 to 65535"]),
+    ("rpc_port", 0, ["1024 to 65535"]),
+    ("rpc_port", 70000, ["1024 to 65535"]),
+    ("rpc_port", -1, ["1024 to 65535"]),
+    ("rpc_port", "50052", ["1024 to 65535"]),
+    ("rpc_port", 22, ["1024 to 65535", "cannot bind a lower one"]),
+    ("rpc_port", 443, ["1024 to 65535"]),
     ("head_port", 65536, ["1 to 65535"]),
     ("rpc_bind_address", "halo2.lan", ["not a host name"]),
     ("rpc_bind_address", 167772172, ["IPv4 or IPv6"]),
@@ -254,10 +258,12 @@ def test_any_or_public_address_needs_opt_in(address):
     (problem,) = problems_of(lab_inventory({"rpc_bind_address": address}))
     assert problem.startswith(f"halo2: rpc_bind_address = {address!r} is invalid: ")
     assert "rpc_allow_any_address = True" in problem
-    # The opt-in makes it pass.
-    result = validate_inventory(
-        lab_inventory({"rpc_bind_address": address, "rpc_allow_any_address": True})
-    )
+    opted_in = lab_inventory({"rpc_bind_address": address, "rpc_allow_any_address": True})
+    if ":" in address:  # the opt-in is taken, but the head's RPC client connects over IPv4 only
+        (problem,) = problems_of(opted_in)
+        assert problem.startswith("halo2: rpc_bind_address = ") and ("IPv4 only" in problem or "need one of" in problem)
+        return
+    result = validate_inventory(opted_in)  # the opt-in makes it pass
     assert str(result["halo2"].rpc_bind_address) == address
 
 
@@ -376,3 +382,94 @@ def test_lab_inventory_loads_and_validates(monkeypatch, lab_env):
             assert host.data.ssh_strict_host_key_checking == "off"
         else:
             assert host.data.get("ssh_key") is None
+
+
+# --- issue 13: what real users write --------------------------------------------------------------
+
+
+def test_cgnat_and_tailscale_addresses_are_a_private_link():
+    assert str(validate_inventory(lab_inventory({"rpc_bind_address": "100.64.7.12"}))["halo2"].rpc_bind_address) \
+        == "100.64.7.12"
+
+
+def test_ipv4_mapped_addresses_are_their_ipv4_address():
+    s = Settings(rpc_bind_address="::ffff:10.151.0.12")
+    assert str(s.rpc_bind_address) == "10.151.0.12" and s.rpc_endpoint == "10.151.0.12:50052"
+
+
+def test_a_scoped_link_local_address_is_accepted_and_compared_without_its_scope():
+    assert str(Settings(rpc_bind_address="fe80::12%eth1").rpc_bind_address) == "fe80::12%eth1"
+    from deploys.settings import _unscoped
+    assert _unscoped(Settings(rpc_bind_address="fe80::12%eth1").rpc_bind_address) == \
+        _unscoped(Settings(rpc_bind_address="fe80::12%eth0").rpc_bind_address)
+
+
+def test_any_address_puts_the_ssh_address_into_the_heads_rpc_list_never_0_0_0_0():
+    valid = validate_inventory(lab_inventory({"rpc_bind_address": "0.0.0.0", "rpc_allow_any_address": True}))
+    assert valid["halo2"].rpc_endpoints_for("halo1") == ["10.151.0.12:50052"]
+
+
+def test_two_heads_with_a_server_each_on_every_worker_are_valid():
+    per_head = {"rpc_instances": [{"port": 50052, "head": "halo1"}, {"port": 50053, "head": "halo3"}]}
+    inventory = lab_inventory(per_head, head=(["halo1", "halo3"], {}), rpc_workers=(["halo2"], {}))
+    valid = validate_inventory(inventory)
+    assert valid["halo2"].rpc_endpoints_for("halo1") == ["10.151.0.12:50052"]
+    assert valid["halo2"].rpc_endpoints_for("halo3") == ["10.151.0.12:50053"]
+
+
+def test_a_model_under_home_is_allowed_the_head_unit_reads_it_read_only():
+    Settings(model_path="/home/alice/models/m.gguf", model_dir="/home/alice/models")
+
+
+@pytest.mark.parametrize("arg", ["nomodeset", "init=/bin/sh", "modprobe.blacklist=amdgpu", "systemd.unit=rescue.target"])
+def test_risky_kernel_arguments_pass_with_the_opt_in(arg):
+    Settings(kernel_extra_args=[arg], kernel_allow_risky_args=True)
+    with pytest.raises(ValueError, match="kernel_allow_risky_args = True"):
+        Settings(kernel_extra_args=[arg])
+
+
+@pytest.mark.parametrize("arg", ["modprobe.blacklist=nouveau", "amdgpu.modeset=1", "quiet", "panic=10", "ip6tables=1"])
+def test_harmless_kernel_arguments_need_no_opt_in(arg):
+    Settings(kernel_extra_args=[arg])
+
+
+def test_pyinfra_and_user_data_are_neither_errors_nor_warnings():
+    data = {"ssh_port": 22, "ssh_key": "/k", "_sudo": True, "_sudo_user": "root", "winrm_port": 5986,
+            "rack": "a1", "owner": "lab team", "location": "room 2", "hostname_alias": "gpu2"}
+    inventory = lab_inventory(data)
+    validate_inventory(inventory)
+    assert inventory_warnings(inventory) == []
+
+
+def test_names_that_may_be_the_users_own_data_are_warnings():
+    inventory = lab_inventory({"model": "Framework Desktop", "llama_ref": "b9000"})
+    valid = validate_inventory(inventory)
+    assert inventory_warnings(inventory, valid) == [
+        "halo2: model = 'Framework Desktop' is not a halo-provision variable (it would be ignored): did you mean "
+        "model_path? Rename it in the inventory's host data or group_data/all.py, or ignore this if model is your "
+        "own data.",
+        "halo2: llama_ref = 'b9000' is not a halo-provision variable (it would be ignored): did you mean "
+        "llama_cpp_ref? Rename it in the inventory's host data or group_data/all.py, or ignore this if llama_ref is "
+        "your own data.",
+    ]
+
+
+def test_a_head_variable_on_a_host_that_is_no_head_is_a_warning_but_not_from_group_data_all():
+    inventory = lab_inventory({"head_port": 8081}, all_data={"head_ctx_size": 8192})
+    valid = validate_inventory(inventory)
+    assert inventory_warnings(inventory, valid) == [
+        "halo2: head_port = 8081 has no effect: halo2 is not in group head, and only heads run llama-server. Add "
+        "halo2 to group head, or remove head_port from the inventory's host data or group_data/all.py."]
+
+
+def test_a_group_almost_ours_whose_hosts_are_in_ours_too_is_left_alone():
+    validate_inventory(lab_inventory(heads=(["halo1"], {})))  # e.g. the user's own group of the same hosts
+
+
+def test_secrets_are_masked_in_every_message():
+    from deploys.settings import masked
+    assert masked("git clone https://oauth2:glpat-abc@gitlab.example/x.git") == \
+        "git clone https://oauth2:***@gitlab.example/x.git"
+    assert masked("https://example.org/m.gguf?X-Amz-Signature=abc&X-Amz-Credential=def&part=1") == \
+        "https://example.org/m.gguf?X-Amz-Signature=***&X-Amz-Credential=***&part=1"
+    assert masked("ssh://git@github.com/ggml-org/llama.cpp") == "ssh://git@github.com/ggml-org/llama.cpp"
