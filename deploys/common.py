@@ -1,9 +1,16 @@
 """Small helpers every step uses: failing one host with an explanation, and warnings.
 
-    from deploys.common import fail_host, warn
-    if too_old:
+    from deploys.common import fail_host, failure, warn
+    if too_old:  # known while the run is prepared: an operation that fails the host
         fail_host("Fail: kernel too old", f"kernel {release} is older than 6.16.9; {remedy}")
     warn("reboot pending on halo1: the new kernel arguments apply at the next boot")
+
+    @operation()
+    def start(...):  # found when the operation runs: a command that fails the host
+        if not ready:
+            yield failure("the build has no llama-server: run deploys/llama_cpp.py")
+
+Both print `<host>: <message>` in red and fail that host only; the other hosts go on.
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ from typing import TypeVar
 
 import gevent.lock
 from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, operation
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.operations import apt, dnf, python
+from pyinfra.operations import apt, dnf
 
 
 T = TypeVar("T")
@@ -24,13 +32,26 @@ class HostCheckFailed(PyinfraError):
     """A step found this host unfit; the message says what is wrong and the fix."""
 
 
-def _raise(message: str) -> None:
-    raise HostCheckFailed(message)
+def _fail(state, host, message: str) -> bool:
+    # pyinfra fails the host when a FunctionCommand returns False; it prints no traceback then.
+    host.log_styled(message, fg="red", log_func=logger.error)
+    return False
+
+
+def failure(message: str) -> FunctionCommand:
+    """A command that fails the current host with `<host>: message` when it runs (yield it in an
+    @operation that finds the host unfit at execute time)."""
+    return FunctionCommand(_fail, (f"{host.name}: {message}",), {})
+
+
+@operation(is_idempotent=False)
+def _failed(message: str):
+    yield failure(message)
 
 
 def fail_host(name: str, message: str) -> None:
-    """Add an operation that fails the current host with `message` (the other hosts go on)."""
-    python.call(name=name, function=_raise, message=f"{host.name}: {message}")
+    """Add an operation named `name` that fails the current host with `message` (the other hosts go on)."""
+    _failed(name=name, message=message)
 
 
 def install_packages(distro: dict, name: str, packages: list[str], update: bool = True,

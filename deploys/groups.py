@@ -8,11 +8,11 @@ gpu_users that does not exist on a host fails that host: this step never creates
 """
 
 from pyinfra import host
-from pyinfra.api import FunctionCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.server import Users
 from pyinfra.operations import server
 
-from deploys.common import HostCheckFailed
+from deploys.common import failure
 from deploys.settings import settings
 
 GPU_GROUPS = ("render", "video")
@@ -34,19 +34,14 @@ def missing_memberships(users: dict[str, dict], wanted: list[str], groups=GPU_GR
     return absent, lacking
 
 
-def _fail(message: str) -> None:
-    raise HostCheckFailed(message)
-
-
 @operation()
 def group_members(users: list[str], groups: tuple[str, ...] = GPU_GROUPS):
     """Append existing `users` to `groups` (other groups kept); fail the host when a user does not exist."""
     absent, lacking = missing_memberships(host.get_fact(Users), users, groups)
     if absent:
-        yield FunctionCommand(_fail, (
-            f"{host.name}: gpu_users = {users!r}, but no user {', '.join(absent)} exists on this host; "
-            "halo-provision does not create users: create it first (useradd) or remove it from gpu_users",
-        ), {})
+        yield failure(
+            f"gpu_users = {users!r}, but no user {', '.join(absent)} exists on this host; "
+            "halo-provision does not create users: create it first (useradd) or remove it from gpu_users")
         return
     if not lacking:
         host.noop(f"{', '.join(users)} already in {' and '.join(groups)}")

@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra.api import deploy, operation
 
 from deploys.checks import Row, firmware_rows, kernel_row
+from deploys.common import failure
 from deploys.llama_cpp import cmake_flags
 from deploys.settings import GIB, HEAD_GROUP, TTM_PAGES_PER_GIB, Settings, settings
 from facts.amdgpu import GpuMemory, KfdGpuNodes, TtmLimits
@@ -420,12 +421,6 @@ def judge_host():
     yield from ()
 
 
-def _fail(state, host, message: str) -> bool:
-    """A FunctionCommand body that fails its host with `message` (no traceback: it returns False)."""
-    host.log_styled(message, fg="red", log_func=logger.error)
-    return False
-
-
 @operation(is_idempotent=True)
 def report_hosts():
     """Print every host's table and the summary (once, by the first host here); fail this host on a FAIL."""
@@ -452,8 +447,7 @@ def report_hosts():
     if not failures:
         host.noop("verify: PASS")
         return
-    yield FunctionCommand(_fail, (f"{host.name}: verify FAIL: " + "; ".join(
-        f"{r.subject} {r.value}: {r.why}" for r in failures),), {})
+    yield failure("verify FAIL: " + "; ".join(f"{r.subject} {r.value}: {r.why}" for r in failures))
 
 
 @deploy("Verify")
