@@ -20,6 +20,16 @@ replaced where it stands, the conflicting IOMMU key is removed, everything else 
   /etc/default/grub, which would silently win over an edit of the main file). The old file is kept
   as ``<file>.halo-provision-<time>.bak``, the new one must parse as sh, and the regenerated
   grub.cfg must carry the arguments; otherwise the old file and the old grub.cfg are put back.
+- systemd-boot (its loader.conf or EFI binary on /boot/efi, /efi or /boot; or no GRUB and an
+  /etc/kernel/cmdline): the arguments go into /etc/kernel/cmdline the same way (backup
+  ``/etc/kernel/cmdline.halo-provision-<time>.bak``), then ``kernel-install add`` rewrites every
+  installed kernel's boot entry from it, and each entry in loader/entries must carry them; otherwise
+  the old file is put back and the entries rewritten from it. Without the file, it starts from the
+  running kernel's arguments, as kernel-install does.
+- kernelstub (Pop!_OS): the host fails before any change with the exact ``kernelstub -d ... -a ...``
+  command: kernelstub keeps its own configuration, which this step does not edit.
+- The boot loader comes from ``facts.distro.Distro`` (files and tools the host has); GRUB is never
+  suggested to a host that boots otherwise.
 - Reboot: when /proc/cmdline lacks the arguments, a host with ``reboot_allowed`` reboots and must
   come back with them; any other host gets "reboot pending on <host>: ...".
 """
@@ -38,8 +48,8 @@ from deploys.common import fail_host, warn
 from deploys.settings import Settings, settings
 from facts.amdgpu import GpuMemory, TtmLimits
 from facts.distro import Distro
-from facts.grub import GRUB_CFG, GrubbyKernels, GrubDefault
-from facts.kernel import KernelCmdline
+from facts.grub import ENTRY_DIRS, GRUB_CFG, GrubbyKernels, GrubDefault, SystemdBoot
+from facts.kernel import KernelCmdline, parse_cmdline
 from facts.memory import MemTotal, host_installed_ram
 
 # key -> value, None for a flag; in the order they are added
@@ -249,6 +259,106 @@ exit 1
 """
 
 
+# --- systemd-boot: /etc/kernel/cmdline and kernel-install ------------------------------------------
+
+KERNEL_CMDLINE = "/etc/kernel/cmdline"
+# /proc/cmdline words kernel-install leaves out when /etc/kernel/cmdline is missing (the boot loader adds them)
+_LOADER_KEYS = ("BOOT_IMAGE", "initrd")
+_CMDLINE_WORD = re.compile(r'(?:[^\s"]|"[^"]*(?:"|$))+')
+
+
+def kernel_cmdline_text(current: str | None, running: ParsedArgs, wanted: KernelArgs, remove: list[str]) -> str:
+    """/etc/kernel/cmdline with the arguments: ours replaced where they stand, removed keys dropped, the
+    missing ones appended. Without the file, start from the running kernel's arguments, as kernel-install
+    does then.
+
+    >>> kernel_cmdline_text("root=UUID=ab ro iommu=pt\\n", [], {"amd_iommu": "off"}, ["iommu"])
+    'root=UUID=ab ro amd_iommu=off\\n'
+    >>> kernel_cmdline_text(None, [["BOOT_IMAGE", "/vmlinuz"], ["root", "/dev/sda1"]], {"quiet": None}, [])
+    'root=/dev/sda1 quiet\\n'
+    """
+    if current is None:
+        words = [format_arg(k or "", f'"{v}"' if v and " " in v else v) for k, v in running if k not in _LOADER_KEYS]
+    else:
+        words = _CMDLINE_WORD.findall(current)
+    words = _edit_words(words, wanted, remove)
+    present = {_norm(w.partition("=")[0]) for w in words}
+    words += [format_arg(k, v) for k, v in wanted.items() if _norm(k) not in present]
+    return " ".join(words) + "\n"
+
+
+def entries_check_script(wanted: KernelArgs, remove: list[str]) -> str:
+    """sh: exit 0 when there is a boot entry and every entry's options carry the arguments, else say what lacks."""
+    program = (
+        'function key(a) { sub(/=.*/, "", a); gsub(/-/, "_", a); return a } '
+        '$1 == "options" { for (i = 2; i <= NF; i++) last[key($i)] = $i } '
+        'END { n = split(want, w, " "); for (i = 1; i <= n; i++) '
+        'if (last[key(w[i])] != w[i]) { print FILENAME ": lacks " w[i]; bad = 1 } '
+        'n = split(gone, g, " "); for (i = 1; i <= n; i++) '
+        'if (key(g[i]) in last) { print FILENAME ": still has " last[key(g[i])]; bad = 1 } '
+        "exit (bad ? 1 : 0) }"
+    )
+    want = " ".join(format_arg(k, v) for k, v in wanted.items())
+    awk = shlex.join(["awk", "-v", f"want={want}", "-v", f"gone={' '.join(remove)}", program])
+    dirs = " ".join(f"{d}/*.conf" for d in ENTRY_DIRS)
+    return f"""(n=0; bad=0
+for e in {dirs}; do
+  [ -f "$e" ] && grep -q '^version[[:space:]]' "$e" || continue
+  n=$((n + 1)); {awk} "$e" || bad=1
+done
+if [ "$n" = 0 ]; then echo "no boot entries (loader/entries/*.conf) after kernel-install"; exit 1; fi
+exit "$bad")"""
+
+
+def systemd_boot_script(new_text: str | None, wanted: KernelArgs, remove: list[str]) -> str:
+    """sh: back up and replace /etc/kernel/cmdline (unless new_text is None), rewrite every installed kernel's
+    boot entry with kernel-install, check the entries; on failure put the file back and rewrite them again."""
+    encoded = base64.b64encode(new_text.encode()).decode() if new_text is not None else ""
+    return f"""set -u
+f={KERNEL_CMDLINE}; backup=; new={shlex.quote(encoded)}
+entries() {{
+  rc=1
+  for d in /lib/modules/*/; do
+    k=${{d%/}}; k=${{k##*/}}
+    img=/lib/modules/$k/vmlinuz; [ -e "$img" ] || img=/boot/vmlinuz-$k; [ -e "$img" ] || continue
+    set -- "$k" "$img"; if [ -e "/boot/initrd.img-$k" ]; then set -- "$@" "/boot/initrd.img-$k"; fi
+    kernel-install add "$@" || return 1
+    rc=0
+  done
+  [ "$rc" = 0 ] || echo "no kernel in /lib/modules with an image in /lib/modules/<version>/vmlinuz or /boot"
+  return "$rc"
+}}
+if [ -n "$new" ]; then
+  if [ -e "$f" ]; then
+    backup="$f.halo-provision-$(date +%Y%m%d-%H%M%S).bak"
+    while [ -e "$backup" ]; do sleep 1; backup="$f.halo-provision-$(date +%Y%m%d-%H%M%S).bak"; done
+    cp -p "$f" "$backup" || exit 1
+  fi
+  mkdir -p /etc/kernel && printf %s "$new" | base64 -d > "$f.new" && mv "$f.new" "$f" || exit 1
+  echo "$f: kernel arguments set; the previous file is ${{backup:-none (there was no file)}}"
+fi
+entries && {entries_check_script(wanted, remove)} && exit 0
+if [ -n "$backup" ]; then cat "$backup" > "$f"; elif [ -n "$new" ]; then rm -f "$f"; fi
+entries >/dev/null 2>&1
+echo "halo-provision: kernel-install failed or the boot entries lack the arguments; restored $f${{backup:+ from $backup}} and rewrote the entries with it"
+exit 1
+"""
+
+
+def kernelstub_command(running: ParsedArgs | None, wanted: KernelArgs, remove: list[str]) -> str:
+    """The kernelstub command that gives Pop!_OS's boot entry the arguments: the running kernel's values of
+    our keys deleted (-d), ours added (-a).
+
+    >>> kernelstub_command([["quiet", None], ["iommu", "pt"]], {"amd_iommu": "off"}, ["iommu"])
+    'kernelstub -d iommu=pt -a amd_iommu=off'
+    """
+    to_set, _ = args_to_change(running, wanted, remove)
+    keys = {_norm(k.partition("=")[0]) for k in to_set} | {_norm(k) for k in remove}
+    old = [format_arg(k or "", v) for k, v in running or [] if _norm(k) in keys]
+    command = ["kernelstub"] + (["-d", " ".join(old)] if old else []) + (["-a", " ".join(to_set)] if to_set else [])
+    return shlex.join(command)
+
+
 def _fail_command(message: str) -> StringCommand:
     return StringCommand(f"echo {shlex.quote(message)}; exit 1")
 
@@ -259,8 +369,9 @@ def grub_default_args(wanted: KernelArgs, remove: list[str]):
     config = host.get_fact(GrubDefault)
     path = config["path"]
     if config["text"] is None:
-        yield _fail_command(f"{host.name}: {path} is missing: this host does not boot with GRUB "
-                            "(install grub-pc or grub-efi-amd64), so the kernel arguments cannot be set")
+        yield _fail_command(f"{host.name}: {path} is missing although GRUB's tools are installed, so the kernel "
+                            f"arguments cannot be set: restore it, or, if this host boots with systemd-boot, "
+                            f"write its kernel arguments to {KERNEL_CMDLINE} and run this step again")
         return
     try:
         new_text = edit_grub_default(config["text"], wanted, remove)
@@ -272,6 +383,21 @@ def grub_default_args(wanted: KernelArgs, remove: list[str]):
         host.noop(f"{path} and {GRUB_CFG} already carry the kernel arguments")
         return
     yield StringCommand(apply_script(path, None if new_text == config["text"] else new_text, wanted, remove))
+
+
+@operation()
+def systemd_boot_args(wanted: KernelArgs, remove: list[str]):
+    """Put the arguments into /etc/kernel/cmdline and every boot entry; reads the files when it runs."""
+    config = host.get_fact(SystemdBoot)
+    current = config["cmdline"]
+    file_ok = current is not None and args_to_change(parse_cmdline(current), wanted, remove) == ([], [])
+    entries_ok = bool(config["entries"]) and all(
+        args_to_change(e["args"], wanted, remove) == ([], []) for e in config["entries"] if e["version"])
+    if file_ok and entries_ok:
+        host.noop(f"{KERNEL_CMDLINE} and the boot entries already carry the kernel arguments")
+        return
+    new_text = None if file_ok else kernel_cmdline_text(current, host.get_fact(KernelCmdline), wanted, remove)
+    yield StringCommand(systemd_boot_script(new_text, wanted, remove))
 
 
 @operation()
@@ -290,17 +416,29 @@ def grub_kernel_args() -> None:
     s = settings(host)
     style = host.get_fact(Distro)["boot_loader"]
     mem_total = host.get_fact(MemTotal)
-    if style not in ("grubby", "grub"):
-        fail_host("Fail: unsupported boot loader", "setting kernel arguments is done for GRUB with grubby "
-                  "(Fedora) and GRUB with /etc/default/grub (Debian/Ubuntu) only; set them with your boot "
-                  "loader's tool")
+    if style is None:
+        fail_host("Fail: no known boot loader", "found neither GRUB (/etc/default/grub, grubby, update-grub), "
+                  f"systemd-boot (loader/loader.conf on /boot/efi, /efi or /boot; {KERNEL_CMDLINE}) nor "
+                  "kernelstub (/etc/kernelstub/configuration): set the kernel arguments with your boot loader's tool")
         return
     if mem_total is None:
         fail_host("Fail: cannot size the TTM limit", "cannot read MemTotal from /proc/meminfo")
         return
     wanted, remove = kernel_args(s, mem_total, host.get_fact(GpuMemory), host.get_fact(TtmLimits))
+    running = host.get_fact(KernelCmdline)
 
-    if style == "grubby":
+    if style == "kernelstub":  # Pop!_OS: kernelstub owns the boot entry and /etc/kernel/cmdline is not read
+        command = kernelstub_command(running, wanted, remove) if args_to_change(running, wanted, remove) != ([], []) \
+            else None
+        if command:
+            fail_host("Fail: kernelstub sets the kernel arguments here",
+                      f"this host boots through kernelstub (/etc/kernelstub/configuration), which halo-provision "
+                      f"does not edit; run as root: {command} && reboot; then run this step again")
+            return
+    elif style == "systemd-boot":
+        systemd_boot_args(name=f"Set the kernel arguments in {KERNEL_CMDLINE} and the systemd-boot entries",
+                          wanted=wanted, remove=remove)
+    elif style == "grubby":
         kernels = host.get_fact(GrubbyKernels)
         if not kernels:
             fail_host("Fail: grubby lists no boot entry", "`grubby --info=ALL` shows no kernel: install grubby "
@@ -313,7 +451,7 @@ def grub_kernel_args() -> None:
         grub_default_args(name="Set the kernel arguments in GRUB_CMDLINE_LINUX_DEFAULT and regenerate grub.cfg",
                           wanted=wanted, remove=remove)
 
-    to_set, to_remove = args_to_change(host.get_fact(KernelCmdline), wanted, remove)
+    to_set, to_remove = args_to_change(running, wanted, remove)
     if not to_set and not to_remove:
         return
     if s.reboot_allowed:

@@ -17,6 +17,7 @@ from typing import TypedDict
 
 from pyinfra.api import FactBase
 
+from facts import sections
 from facts.kernel import parse_cmdline
 
 GRUB_DEFAULT = "/etc/default/grub"
@@ -136,3 +137,66 @@ class GrubDefault(FactBase[GrubDefaultInfo]):
             text=text,
             cfg_args=parse_cmdline(cfg) if cfg else None,
         )
+
+
+class BootEntry(TypedDict):
+    path: str
+    version: str | None
+    args: list[list[str | None]]
+
+
+class SystemdBootInfo(TypedDict):
+    cmdline: str | None
+    entries: list[BootEntry]
+
+
+ENTRY_DIRS = ("/boot/efi/loader/entries", "/efi/loader/entries", "/boot/loader/entries")
+
+
+class SystemdBoot(FactBase[SystemdBootInfo]):
+    """
+    What systemd-boot boots with: ``/etc/kernel/cmdline`` (the arguments ``kernel-install`` writes
+    into new entries; None when the file is missing, then kernel-install takes /proc/cmdline), and
+    the Boot Loader Specification entries in ``loader/entries`` on /boot/efi, /efi or /boot, each
+    with its ``version`` and its ``options`` parsed like ``facts.kernel.KernelCmdline``.
+
+    .. code:: python
+
+        {"cmdline": "root=UUID=ab ro quiet\\n",
+         "entries": [{"path": "/boot/efi/loader/entries/f00-6.17.7.conf", "version": "6.17.7",
+                      "args": [["root", "UUID=ab"], ["ro", None], ["quiet", None]]}]}
+
+    Default (no output): cmdline None, no entries.
+    """
+
+    @staticmethod
+    def default() -> SystemdBootInfo:
+        return SystemdBootInfo(cmdline=None, entries=[])
+
+    def command(self) -> str:
+        dirs = " ".join(f"{d}/*.conf" for d in ENTRY_DIRS)
+        return (
+            "[ -f /etc/kernel/cmdline ] && echo \"## cmdline $(base64 < /etc/kernel/cmdline | tr -d '\\n')\"; "
+            f'for f in {dirs}; do [ -f "$f" ] || continue; echo "## entry $f"; '
+            "grep -E '^(version|options)[[:space:]]' \"$f\"; done; true"
+        )
+
+    def process(self, output: list[str]) -> SystemdBootInfo:
+        info = self.default()
+        for name, lines in sections(output).items():
+            kind, _, value = name.partition(" ")
+            if kind == "cmdline":
+                try:
+                    info["cmdline"] = base64.b64decode(value, validate=True).decode()
+                except (binascii.Error, UnicodeDecodeError):
+                    info["cmdline"] = None
+            elif kind == "entry" and value:
+                version, options = None, []
+                for line in lines:
+                    key, _, rest = line.strip().partition(" ")
+                    if key == "version":
+                        version = rest.strip() or None
+                    elif key == "options":  # several options lines add up (Boot Loader Specification)
+                        options.append(rest.strip())
+                info["entries"].append(BootEntry(path=value, version=version, args=parse_cmdline(" ".join(options))))
+        return info

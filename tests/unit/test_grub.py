@@ -15,6 +15,9 @@ from deploys.grub import (
     edit_grub_default,
     grubby_command,
     kernel_args,
+    kernel_cmdline_text,
+    kernelstub_command,
+    systemd_boot_script,
 )
 from deploys.settings import GIB, Settings, SettingsError
 from facts.grub import GrubbyKernels, GrubDefault
@@ -317,3 +320,45 @@ def test_grub_default_fact_command_finds_the_effective_file(tmp_path):
                      "cfg_args": parse_cmdline(f"root=/dev/loop3 ro quiet {OURS_ARGS}")}
     (etc / "grub.d" / "50-cloudimg-settings.cfg").write_text('GRUB_CMDLINE_LINUX_DEFAULT="console=tty1"\n')
     assert run()["path"] == f"{etc}/grub.d/50-cloudimg-settings.cfg"
+
+
+# -- systemd-boot and kernelstub -----------------------------------------------------------------
+
+
+def test_kernel_cmdline_replaces_ours_where_they_stand_and_appends_the_missing():
+    wanted, remove = {"ttm.pages_limit": "31457280", "amd_iommu": "off"}, ["iommu"]
+    text = 'root=UUID=ab ro ttm.pages_limit=1 iommu=pt dyndbg="file drm* +p" quiet\n'
+    assert kernel_cmdline_text(text, [], wanted, remove) == \
+        'root=UUID=ab ro ttm.pages_limit=31457280 dyndbg="file drm* +p" quiet amd_iommu=off\n'
+
+
+def test_kernel_cmdline_without_the_file_starts_from_the_running_kernel_as_kernel_install_does():
+    running = parse_cmdline('BOOT_IMAGE=/vmlinuz-6.17 root=/dev/nvme0n1p2 ro dyndbg="a b" initrd=/initrd.img')
+    assert kernel_cmdline_text(None, running, {"amd_iommu": "off"}, []) == \
+        'root=/dev/nvme0n1p2 ro dyndbg="a b" amd_iommu=off\n'
+
+
+def test_kernel_cmdline_text_with_everything_there_is_the_same_words():
+    text = "root=UUID=ab amd_iommu=off\n"
+    assert kernel_cmdline_text(text, [], {"amd_iommu": "off"}, ["iommu"]) == text
+
+
+@pytest.mark.parametrize(
+    ("running", "expected"),
+    [
+        ("quiet splash", "kernelstub -a 'ttm.pages_limit=31457280 amd_iommu=off'"),
+        ("quiet ttm.pages_limit=100 iommu=pt",
+         "kernelstub -d 'ttm.pages_limit=100 iommu=pt' -a 'ttm.pages_limit=31457280 amd_iommu=off'"),
+        ("quiet ttm.pages_limit=31457280 amd_iommu=off iommu=pt", "kernelstub -d iommu=pt"),
+    ],
+)
+def test_kernelstub_command_deletes_the_old_values_and_adds_ours(running, expected):
+    wanted = {"ttm.pages_limit": "31457280", "amd_iommu": "off"}
+    assert kernelstub_command(parse_cmdline(running), wanted, ["iommu"]) == expected
+
+
+def test_the_systemd_boot_script_is_valid_sh_and_quotes_the_file_content():
+    script = systemd_boot_script("root=UUID=ab ro $(reboot) 'x'\n", {"amd_iommu": "off"}, ["iommu"])
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    assert "$(reboot)" not in script  # the content travels base64-encoded
+    assert "kernel-install add" in script and 'backup="$f.halo-provision-' in script
