@@ -73,7 +73,7 @@ def command_text(command: Any) -> str:
     if isinstance(command, StringCommand):
         return command.get_raw_value()
     if isinstance(command, FunctionCommand):
-        return f"python {command.function.__name__} {command.kwargs}"
+        return f"python {command.function.__name__} {list(command.args)} {command.kwargs}"
     if isinstance(command, FileUploadCommand):
         return f"upload {command.dest}"
     if isinstance(command, FileDownloadCommand):
