@@ -17,10 +17,12 @@ A case is a data file, tests/unit/operations/<case>.json:
 - ``data`` is host data of every host (as group_data/all.py would set it); the rest are defaults.
 - ``expected.operations``: the names of the operations ``host`` gets, in order (without the deploy's
   name), leaving out those whose ``_if`` is false now (one that waits for another operation's change
-  is listed); ``commands``: text each found in some command of ``host``; ``not_commands``: text in none.
+  is listed); ``commands``: text each found in some command of ``host``; ``not_commands``: text in none;
+  ``fails``: whether an operation fails the host (its name starts with "Fail").
+- ``step`` may be a list: the steps run one after the other, as deploys/full.py runs them.
 
 Commands are what the operation generates for the facts given: a shell command's text, ``upload
-<dest>`` for a file, ``python <function> <kwargs>`` for a Python step (such as failing a host).
+<dest>`` and its text for a file made in memory (a template, a StringIO), ``python <function> <kwargs>`` for a Python step (such as failing a host).
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ def command_text(command: Any) -> str:
         return command.get_raw_value()
     if isinstance(command, FunctionCommand):
         return f"python {command.function.__name__} {list(command.args)} {command.kwargs}"
-    if isinstance(command, FileUploadCommand):
-        return f"upload {command.dest}"
+    if isinstance(command, FileUploadCommand):  # the file's text too, when it was made here (a template)
+        text = command.src.getvalue() if hasattr(command.src, "getvalue") else ""
+        return f"upload {command.dest}" + (f"\n{text}" if isinstance(text, str) and text else "")
     if isinstance(command, FileDownloadCommand):
         return f"download {command.src}"
     return str(command)
@@ -93,11 +96,15 @@ def runs(conditions) -> bool:
     return True
 
 
-def plan(step: str, facts: dict[str, Any], host: str = "halo2", data: dict | None = None,
+def plan(step: str | list[str], facts: dict[str, Any], host: str = "halo2", data: dict | None = None,
          monkeypatch=None) -> list[Operation]:
-    """The operations `host` gets from the deploy function `step` ("deploys.grub.grub_kernel_args")."""
-    module, _, function = step.rpartition(".")
-    deploy_function = getattr(importlib.import_module(module), function)
+    """The operations `host` gets from the deploy function `step` ("deploys.grub.grub_kernel_args"), or from
+    several steps in order."""
+    steps = [step] if isinstance(step, str) else step
+    deploy_functions = []
+    for name in steps:
+        module, _, function = name.rpartition(".")
+        deploy_functions.append(getattr(importlib.import_module(module), function))
     hosts = [(name, {**values, **(data or {})}) for name, values in HOSTS.items()]
     inventory = Inventory((hosts, {}), **{g: (members, {}) for g, members in GROUPS.items()})
     state = State(inventory, Config())
@@ -113,7 +120,8 @@ def plan(step: str, facts: dict[str, Any], host: str = "halo2", data: dict | Non
     monkeypatch.setattr(Host, "noop", lambda self, description: None)
     monkeypatch.setattr(inventory, "get_active_hosts", lambda: list(inventory))  # as if all were connected
     target = inventory.get_host(host)
-    add_deploy(state, deploy_function, host=[target])
+    for deploy_function in deploy_functions:  # one after the other, as deploys/full.py runs them
+        add_deploy(state, deploy_function, host=[target])
     operations = []
     with ctx_state.use(state), ctx_host.use(target):
         for op_hash in state.get_op_order():

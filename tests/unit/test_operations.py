@@ -26,6 +26,9 @@ def test_operation_case(path: Path, monkeypatch):
     shown = "\n".join(f"{op.name}: {op.commands}" for op in operations)
     if "operations" in expected:
         assert [op.name for op in operations] == expected["operations"], shown
+    if "fails" in expected:
+        failing = [op.name for op in operations if op.name.startswith("Fail")]
+        assert bool(failing) == expected["fails"], shown
     commands = [c for op in operations for c in op.commands]
     for text in expected.get("commands", []):
         assert any(text in c for c in commands), f"no command has {text!r}:\n{shown}"
