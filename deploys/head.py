@@ -32,8 +32,7 @@ import ipaddress
 import re
 import shlex
 from io import StringIO
-from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlsplit
+from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
@@ -44,7 +43,10 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from deploys.common import HostCheckFailed, install_packages
+from deploys.fit import fits, gather, serving_rpc
 from deploys.groups import GPU_GROUPS
+from deploys.models import download_script, url_name
+from deploys.serving import ARGS_VARIABLE, env_value, server_args, supported_by_build, tuning_env
 from deploys.settings import RPC_WORKERS_GROUP, Settings, SettingsError, settings
 from facts.distro import Distro
 from facts.llama_server import HttpStatus, LlamaServerHelp, LlamaServerStatus
@@ -82,7 +84,9 @@ def model_file(s: Settings) -> str:
     """
     if s.model_path is not None:
         return s.model_path
-    name = PurePosixPath(unquote(urlsplit(s.model_url or "").path)).name
+    if s.model_files:  # a split model: llama-server opens the first part and finds the others
+        return f"{s.model_dir.rstrip('/') or ''}/{url_name(s.model_files[0].url)}"
+    name = url_name(s.model_url or "")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*\.gguf", name):
         name = f"{(s.model_sha256 or 'model')[:16]}.gguf"
     return f"{s.model_dir.rstrip('/') or ''}/{name}"
@@ -91,7 +95,7 @@ def model_file(s: Settings) -> str:
 def head_problems(s: Settings, rpc: list[str]) -> list[str]:
     """What stops this head from serving, one explanation each (host, variable, value, fix)."""
     problems = []
-    if s.model_path is None and s.model_url is None:
+    if s.model_path is None and s.model_url is None and not s.model_files:
         problems.append(s._problem(
             "model_path", f"{s.host_name} is in group head and needs a model to serve; expected the "
             "absolute path of a GGUF file on the head, or set model_url and model_sha256 instead"))
@@ -153,6 +157,9 @@ def server_env(s: Settings, rpc: list[str], model: str, load_mode: str | None) -
         env["LLAMA_ARG_LOAD_MODE"] = "dio"
     elif load_mode == "-dio":
         env["LLAMA_ARG_DIO"] = "1"
+    env.update(tuning_env(s))
+    if server_args(s):  # flags without an LLAMA_ARG_* twin: ExecStart passes them on
+        env[ARGS_VARIABLE] = " ".join(server_args(s))
     return env
 
 
@@ -167,17 +174,18 @@ def env_file_text(env: dict[str, str], load_mode: str | None) -> str:
         "# Written by halo-provision (deploys/head.py); do not edit: the next run replaces it.",
         f"# llama-server's settings for {UNIT}, one LLAMA_ARG_* variable per flag; {note}.",
     ]
-    return "\n".join(lines + [f"{key}={value}" for key, value in env.items()]) + "\n"
+    return "\n".join(lines + [f"{key}={env_value(value)}" for key, value in env.items()]) + "\n"
 
 
 def unit_data(s: Settings) -> dict:
     """Values of halo-llama-server.service."""
-    model_home = re.match(r"^/(home|root|run/user)(/|$)", model_file(s))
+    model_home = any(re.match(r"^/(home|root|run/user)(/|$)", path)
+                     for path in (model_file(s), s.head_chat_template_file or ""))
     return {
         "unit": UNIT, "service_user": USER, "env_file": ENV_FILE, "port": s.head_port,
-        "binary": binary(s), "api_key_file": s.head_api_key_file,
+        "binary": binary(s), "api_key_file": s.head_api_key_file, "args_variable": ARGS_VARIABLE,
         "health_host": health_host(s),
-        # the model may live in a home directory: read-only there, else homes are hidden entirely
+        # the model (or chat template) may live in a home directory: read-only there, else homes are hidden
         "protect_home": "read-only" if model_home else "yes",
     }
 
@@ -189,25 +197,6 @@ def render_unit(s: Settings) -> str:
 
 def binary(s: Settings) -> str:
     return f"{s.llama_cpp_prefix}/current/bin/llama-server"
-
-
-def download_script(url: str, sha256: str, dest: str) -> str:
-    """Download next to `dest`, check the sha256, then move it into place and write the stamp."""
-    return f"""set -euo pipefail
-dest={shlex.quote(dest)} url={shlex.quote(url)} want={sha256}
-part="$dest.part"
-trap 'rm -f "$part"' EXIT
-curl -sSLf --retry 3 -o "$part" "$url"
-got=$(sha256sum "$part" | cut -d' ' -f1)
-if [ "$got" != "$want" ]; then
-    echo "model_sha256 mismatch: $url has sha256 $got, expected $want; the download was deleted, $dest is unchanged" >&2
-    exit 1
-fi
-chmod 0644 "$part"
-mv -f "$part" "$dest"
-echo "$want  $(basename "$dest")" > "$dest.sha256"
-echo "downloaded $url to $dest (sha256 checked)"
-"""
 
 
 def wait_script(url: str, unit: str, timeout_s: int) -> str:
@@ -251,13 +240,13 @@ def failure(message: str) -> FunctionCommand:
 
 
 @operation()
-def verified_download(url: str, sha256: str, dest: str):
+def verified_download(url: str, sha256: str, dest: str, variable: str = "model_sha256"):
     """Download `url` to `dest` unless the stamp `<dest>.sha256` says it already holds `sha256`."""
     stamp = host.get_fact(FileContents, path=f"{dest}.sha256") or []
     if stamp and stamp[0].split()[:1] == [sha256] and host.get_fact(File, path=dest):
         host.noop(f"{dest} holds the model with sha256 {sha256[:12]}...")
         return
-    yield StringCommand("bash", "-c", shlex.quote(download_script(url, sha256, dest)))
+    yield StringCommand("bash", "-c", shlex.quote(download_script(url, sha256, dest, variable)))
 
 
 @operation()
@@ -290,6 +279,7 @@ def private_key_file(path: str):
 @operation()
 def server_env_file(s: Settings, rpc: list[str], model: str):
     """Write the root-only environment file for the binary `current` holds when this runs."""
+    rpc = rpc() if callable(rpc) else rpc  # head_rpc_servers = "auto": chosen when this runs
     probe = host.get_fact(LlamaServerHelp, binary=binary(s))
     if not probe["runs"]:
         yield failure(f"no working llama-server at {binary(s)}; run deploys/llama_cpp.py first "
@@ -334,12 +324,17 @@ def head() -> None:
     s = settings(host)
     if not s.is_head:
         return
-    rpc = rpc_servers(s, workers_of(host.inventory))
+    workers = workers_of(host.inventory)
+    rpc = rpc_servers(s, workers)
     problems = head_problems(s, rpc)
     if s.model_path is not None and not host.get_fact(File, path=s.model_path):  # before any change, like bad data
         problems.append(s._problem(
             "model_path", f"there is no such file on {s.host_name}; expected a GGUF file already there: "
             "copy the GGUF file there, or set model_url and model_sha256 to download it"))
+    template = s.head_chat_template_file
+    if template is not None and not host.get_fact(File, path=template):
+        problems.append(s._problem("head_chat_template_file", f"there is no such file on {s.host_name}; expected "
+                                   "a Jinja chat template file already there: copy it there, or set None"))
     if problems:
         raise SettingsError(problems)
     model = model_file(s)
@@ -351,22 +346,33 @@ def head() -> None:
     server.user(name=f"Create the {USER} system user", user=USER, system=True, home="/nonexistent",
                 shell="/usr/sbin/nologin", groups=list(GPU_GROUPS), ensure_home=False, comment="llama.cpp server")
 
-    if s.model_url is not None:
+    if s.model_files:
         files.directory(name="Create the model directory", path=s.model_dir, user="root", group="root", mode="755")
-        got_model = verified_download(name="Download the model and check its sha256", url=s.model_url,
-                                      sha256=s.model_sha256, dest=model)
+        got_model = [verified_download(name=f"Download part {i} of the model and check its sha256", url=part.url,
+                                       sha256=part.sha256, dest=f"{s.model_dir.rstrip('/')}/{url_name(part.url)}",
+                                       variable=f"model_files[{i - 1}].sha256")
+                     for i, part in enumerate(s.model_files, 1)]
+    elif s.model_url is not None:
+        files.directory(name="Create the model directory", path=s.model_dir, user="root", group="root", mode="755")
+        got_model = [verified_download(name="Download the model and check its sha256", url=s.model_url,
+                                       sha256=s.model_sha256, dest=model)]
     else:
-        got_model = existing_file(name="Check the model file", path=model, variable="model_path")
+        got_model = [existing_file(name="Check the model file", path=model, variable="model_path")]
     if s.head_api_key_file is not None:
         private_key_file(name="Check the API key file is root-only", path=s.head_api_key_file)
 
-    env = server_env_file(name="Write the llama-server settings", s=s, rpc=rpc, model=model)
+    head_gpus, rpc_gpus, endpoints = gather(s, workers)
+    fits(name="Check the model fits the cluster's GPU memory", s=s, model_path=model, head=head_gpus,
+         rpc=rpc_gpus, endpoints=endpoints)
+    supported_by_build(name="Check this build of llama-server takes the tuning settings", s=s, binary=binary(s))
+    env = server_env_file(name="Write the llama-server settings", s=s, model=model,
+                          rpc=lambda: serving_rpc(s, model, head_gpus, rpc_gpus, endpoints))
     unit = files.template(name=f"Install {UNIT}", src=str(UNIT_TEMPLATE), dest=f"/etc/systemd/system/{UNIT}",
                           mode="644", jinja_env_kwargs=dict(JINJA), **unit_data(s))
     systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
     systemd.service(name=f"Start {UNIT} at every boot", service=UNIT, running=None, enabled=True)
     serving(name="Run llama-server with the current settings and build", s=s,
-            changed=any_changed(unit, env, got_model))
+            changed=any_changed(unit, env, *got_model))
     ready(name="Wait for llama-server to load the model", url=health_url(s), timeout_s=s.head_ready_timeout_s)
 
 

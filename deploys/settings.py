@@ -154,6 +154,11 @@ _ROCM_VERSION_RE = r"^[0-9]+\.[0-9]+(\.[0-9]+)?$"
 _HTTP_URL_RE = r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[^\s'\"]*)?$"
 _SHA256_RE = r"^[0-9A-Fa-f]{64}$"
 _PACKAGE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9+._-]*$"
+# llama-server values that reach its environment file or command line: nothing a file or systemd reads
+# specially (spaces, quotes, $, %, ...); a tensor override keeps regex backslashes (its value is quoted).
+_ALIAS_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
+_OVERRIDE_TENSOR_RE = r"^[^\s'\",=$%;&<>`#]+=[A-Za-z0-9_.:\[\]-]+$"
+_EXTRA_ARG_RE = r"^[^\s'\"\\$%;&<>`#]+$"
 
 
 def _check_not_dkms(value: str) -> str:
@@ -212,6 +217,15 @@ KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0"
 KvCacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 AbsPath = Annotated[str, Strict(), StringConstraints(pattern=_ABS_PATH_RE)]
 Sha256 = Annotated[str, Strict(), StringConstraints(pattern=_SHA256_RE), AfterValidator(str.lower)]
+
+
+class ModelFile(BaseModel):
+    """One file of a (split) model to download: its URL and its sha256."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: HttpUrl
+    sha256: Sha256
 
 
 class RpcInstance(BaseModel):
@@ -323,9 +337,54 @@ VALID: dict[str, str] = {
     "head_log_verbosity": "a whole number from 0 (errors only) to 5 (debug); 4 logs where each buffer went",
     "head_api_key_file": "an absolute path of a root-only file on the head holding the API key(s), or None",
     "head_ready_timeout_s": "a whole number of seconds from 10 to 86400",
+    "head_alias": (
+        "a model name for the API such as 'qwen3-235b' (letters, digits and . _ : / @ + -, at most 128, "
+        "no commas), or None for the model file's path"
+    ),
+    "head_jinja": "True (--jinja: the chat template runs in llama.cpp's Jinja engine), False (--no-jinja) or None",
+    "head_chat_template_file": (
+        "an absolute path of a Jinja chat template file on the head, such as '/srv/models/chat.jinja', "
+        "or None for the template in the model's metadata"
+    ),
+    "head_batch_size": "a whole number of tokens from 1 to 1048576 (-b), or None for llama.cpp's default",
+    "head_ubatch_size": (
+        "a whole number of tokens from 1 to 1048576 (-ub), at most head_batch_size, or None for llama.cpp's default"
+    ),
+    "head_temperature": "a number from 0 to 10 (--temp), or None for llama.cpp's default",
+    "head_top_p": "a number from 0 to 1 (--top-p; 1 = off), or None for llama.cpp's default",
+    "head_top_k": "a whole number from 0 to 1000000 (--top-k; 0 = off), or None for llama.cpp's default",
+    "head_min_p": "a number from 0 to 1 (--min-p; 0 = off), or None for llama.cpp's default",
+    "head_warmup": "True (an empty run at start) or False (--no-warmup: the first request warms up)",
+    "head_override_tensor": (
+        "a list of tensor overrides such as ['blk\\\\.[0-9]+\\\\.ffn_.*_exps\\\\.=CPU'] "
+        "('<tensor name regex>=<buffer type>', -ot; no spaces, quotes, commas or $ % ; & < > `)"
+    ),
+    "head_fit": (
+        "'on' or 'off' (--fit: llama.cpp lowers unset settings until the model fits the devices; "
+        "needs a build that has --fit), or None for the build's default"
+    ),
+    "head_fit_target_mib": "a whole number of MiB from 0 to 1048576 each device keeps free under --fit (-fitt), or None",
+    "head_fit_ctx": "a whole number of tokens from 0 to 16777216, the smallest context --fit may choose (-fitc), or None",
+    "head_fit_check": (
+        "'on' (fail before a restart when the model cannot fit the devices), 'warn' (only say so) or 'off'"
+    ),
+    "head_fit_reserve_mib": "a whole number of MiB from 0 to 1048576 kept free on each device by the fit check",
+    "head_rpc_servers": (
+        "'all' (every RPC server of the inventory) or 'auto' (the fewest, in inventory order, the model fits on; "
+        "not with head_tensor_split)"
+    ),
+    "head_extra_args": (
+        "a list of further llama-server arguments such as ['--cache-reuse', '256'] (an option first; "
+        "no spaces, quotes, backslashes or $ % ; & < > ` #; none that a head_ variable or model_path sets)"
+    ),
     "model_path": "an absolute path of a GGUF file on the head, such as '/srv/models/model.gguf', or None",
     "model_url": "an http:// or https:// URL of a GGUF file, or None",
     "model_sha256": "the sha256 of the file at model_url as 64 hex digits, or None",
+    "model_files": (
+        "a list of the parts of a split GGUF model in order, each {'url': 'https://.../m-00001-of-00002.gguf', "
+        "'sha256': '<64 hex digits>'} (http or https; names '<name>-0000i-of-0000N.gguf', every part once), "
+        "or [] (then model_path or model_url)"
+    ),
     "model_dir": "an absolute directory path such as '/var/lib/halo-provision/models'",
 }
 
@@ -405,11 +464,32 @@ class Settings(BaseModel):
     head_log_verbosity: Annotated[int, Strict(), Field(ge=0, le=5)] = 4
     head_api_key_file: AbsPath | None = None
     head_ready_timeout_s: Annotated[int, Strict(), Field(ge=10, le=86400)] = 600
+    # llama-server tuning (deploys/serving.py)
+    head_alias: Annotated[str, Strict(), StringConstraints(pattern=_ALIAS_RE)] | None = None
+    head_jinja: Annotated[bool, Strict()] | None = None
+    head_chat_template_file: AbsPath | None = None
+    head_batch_size: Annotated[int, Strict(), Field(ge=1, le=1_048_576)] | None = None
+    head_ubatch_size: Annotated[int, Strict(), Field(ge=1, le=1_048_576)] | None = None
+    head_temperature: Annotated[float, Strict(), Field(ge=0, le=10)] | None = None
+    head_top_p: Annotated[float, Strict(), Field(ge=0, le=1)] | None = None
+    head_top_k: Annotated[int, Strict(), Field(ge=0, le=1_000_000)] | None = None
+    head_min_p: Annotated[float, Strict(), Field(ge=0, le=1)] | None = None
+    head_warmup: Annotated[bool, Strict()] = True
+    head_override_tensor: list[Annotated[str, Strict(), StringConstraints(pattern=_OVERRIDE_TENSOR_RE)]] = []
+    head_fit: Literal["on", "off"] | None = None
+    head_fit_target_mib: Annotated[int, Strict(), Field(ge=0, le=1_048_576)] | None = None
+    head_fit_ctx: Annotated[int, Strict(), Field(ge=0, le=16_777_216)] | None = None
+    head_extra_args: list[Annotated[str, Strict(), StringConstraints(pattern=_EXTRA_ARG_RE)]] = []
+    # fit check and the fewest RPC servers (deploys/fit.py)
+    head_fit_check: Literal["on", "warn", "off"] = "on"
+    head_fit_reserve_mib: Annotated[int, Strict(), Field(ge=0, le=1_048_576)] = 1024
+    head_rpc_servers: Literal["all", "auto"] = "all"
 
     # the model llama-server serves (head; deploys/head.py)
     model_path: AbsPath | None = None
     model_url: HttpUrl | None = None
     model_sha256: Sha256 | None = None
+    model_files: list[ModelFile] = []
     model_dir: AbsPath = "/var/lib/halo-provision/models"
 
     _host_name: str = PrivateAttr(default="<host>")
@@ -469,6 +549,7 @@ class Settings(BaseModel):
                 if getattr(self, variable) is None:
                     issues.append((variable, f"rocm_source is 'therock'; expected {expected}"))
         issues.extend(_model_problems(self))
+        issues.extend(_serving_problems(self))
         if issues:
             raise PydanticCustomError(
                 "halo_cross_field",
@@ -696,6 +777,14 @@ def _model_problems(s: Settings) -> list[tuple[str, str]]:
     if s.model_sha256 is not None and s.model_url is None:
         problems.append(("model_sha256", "it checks downloads only, and model_url is None; expected None, "
                          "or set model_url"))
+    if s.model_files:
+        from deploys.models import split_problems
+
+        others = [v for v in ("model_path", "model_url") if getattr(s, v) is not None]
+        if others:
+            problems.append(("model_files", f"{' and '.join(others)} is set too; expected one way to name the model "
+                             "(None for the others)"))
+        problems.extend(("model_files", d) for d in split_problems([f.url for f in s.model_files]))
     if s.head_tensor_split is not None and not any(s.head_tensor_split):
         problems.append(("head_tensor_split", "every entry is 0; " + VALID["head_tensor_split"]))
     return problems
@@ -739,6 +828,21 @@ def _risky_kernel_arg(arg: str) -> str | None:
         if key == risky.replace("-", "_") and (test is None or test(value)):
             return why
     return None
+
+
+def _serving_problems(s: Settings) -> list[tuple[str, str]]:
+    """ubatch within batch; extra arguments start with an option and leave our settings to their variables."""
+    from deploys.serving import extra_args_problems  # the flags each variable sets live there
+
+    problems = []
+    if s.head_ubatch_size is not None and s.head_batch_size is not None and s.head_ubatch_size > s.head_batch_size:
+        problems.append(("head_ubatch_size", f"it is larger than head_batch_size = {s.head_batch_size}; expected "
+                         "at most head_batch_size (llama.cpp caps it there anyway)"))
+    problems.extend(("head_extra_args", detail) for detail in extra_args_problems(s.head_extra_args))
+    if s.head_rpc_servers == "auto" and s.head_tensor_split is not None:
+        problems.append(("head_rpc_servers", "head_tensor_split is set, and its proportions name every device; "
+                         "expected 'all' with head_tensor_split, or head_tensor_split = None"))
+    return problems
 
 
 def _kernel_extra_args_problems(s: Settings) -> list[str]:

@@ -114,6 +114,44 @@ head_api_key_file = None
 # Seconds to wait for GET /health to answer 200 after a (re)start.
 head_ready_timeout_s = 600
 
+# --- llama-server tuning (hosts in group head; None = llama.cpp's default) ---
+# Model name the API shows and accepts, e.g. "qwen3-235b"; None = the model file's path (-a).
+head_alias = None
+# True = --jinja (the chat template runs in llama.cpp's Jinja engine), False = --no-jinja.
+head_jinja = None
+# Jinja chat template file on the head, instead of the model's own (--chat-template-file).
+head_chat_template_file = None
+# Logical batch size in tokens (-b).
+head_batch_size = None
+# Physical batch size in tokens, at most head_batch_size (-ub).
+head_ubatch_size = None
+# Default sampling temperature of requests that set none (--temp).
+head_temperature = None
+# Default top-p, 1 = off (--top-p).
+head_top_p = None
+# Default top-k, 0 = off (--top-k).
+head_top_k = None
+# Default min-p, 0 = off (--min-p).
+head_min_p = None
+# False = --no-warmup: no empty run at start (faster start, slower first request).
+head_warmup = True
+# Tensor overrides "<name regex>=<buffer type>", e.g. ["blk\\.[0-9]+\\.ffn_.*_exps\\.=CPU"] (-ot).
+head_override_tensor = []
+# "on"/"off": llama.cpp lowers unset settings until the model fits (--fit; builds that have it).
+head_fit = None
+# MiB each device keeps free under --fit (-fitt).
+head_fit_target_mib = None
+# Smallest context --fit may choose (-fitc).
+head_fit_ctx = None
+# Before a (re)start: "on" fails when the model cannot fit the devices' GTT, "warn" only says so, "off".
+head_fit_check = "on"
+# MiB the fit check keeps free on each device (runtime, OS).
+head_fit_reserve_mib = 1024
+# "all" RPC servers of the inventory, or "auto": the fewest the model fits on, in inventory order.
+head_rpc_servers = "all"
+# Further llama-server arguments, e.g. ["--cache-reuse", "256"]; none a head_ variable sets.
+head_extra_args = []
+
 # --- the model llama-server serves (hosts in group head) ---
 # GGUF file on the head; or leave None and set model_url and model_sha256.
 model_path = None
@@ -121,5 +159,7 @@ model_path = None
 model_url = None
 # sha256 of the file at model_url (64 hex digits).
 model_sha256 = None
+# A split GGUF model, every part in order: [{"url": ".../m-00001-of-00002.gguf", "sha256": "..."}, ...].
+model_files = []
 # Where downloaded models are kept on the head.
 model_dir = "/var/lib/halo-provision/models"

@@ -311,7 +311,7 @@ def test_unit_runs_current_as_an_unprivileged_hardened_service():
     s, _ = head_view(inventory())
     lines = directives(render_unit(s))
     for wanted in ["User=llama-server", "SupplementaryGroups=render video", f"EnvironmentFile={ENV_FILE}",
-                   "ExecStart=/opt/llama.cpp/current/bin/llama-server", "NoNewPrivileges=yes",
+                   "ExecStart=/opt/llama.cpp/current/bin/llama-server $HALO_LLAMA_SERVER_ARGS", "NoNewPrivileges=yes",
                    "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet=",
                    "DeviceAllow=/dev/kfd rw", "Restart=on-failure"]:
         assert wanted in lines, wanted

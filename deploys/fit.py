@@ -1,0 +1,280 @@
+"""Does the model fit the cluster? An estimate before llama-server (re)starts, and the fewest RPC servers.
+
+What the model needs: its weights (the sizes of its GGUF files), the KV cache (from the GGUF metadata:
+2 x layers x KV heads x head dim x context x bytes per value, K and V with their own cache types) and a
+compute margin (the batch's activations and logits: 4 bytes x ubatch x (vocabulary + 4 x embedding)).
+What the cluster offers: per device (the head's own GPU and each RPC server in --rpc order) the amdgpu
+GTT plus the VRAM carve-out from sysfs (facts/amdgpu.py), less `head_fit_reserve_mib` for the runtime.
+llama.cpp spreads the layers in proportion to the devices' free memory, or by `head_tensor_split`.
+
+Every node added costs token speed (about 10-20 % of generation per RPC node in public Strix Halo
+measurements), so the report says how few RPC servers the model needs, and `head_rpc_servers = "auto"`
+serves with that many, in inventory order.
+
+The estimate counts every layer with full attention: it overestimates models with sliding-window or MLA
+(DeepSeek) attention, and tensors that `head_override_tensor` keeps in RAM (then "does not fit" is a
+warning, not a failure).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pyinfra import host, logger
+from pyinfra.api import operation
+
+from deploys.common import failure
+from deploys.settings import GIB, Settings
+from facts.gguf import GgufModel
+
+MIB = 1 << 20
+NEAR = 0.9  # above this share of what the devices offer: a warning
+# Bytes per value of each KV cache type (ggml block sizes: q8_0 keeps 34 bytes per 32 values).
+KV_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32,
+            "iq4_nl": 18 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32}
+DEFAULT_UBATCH = 512  # llama.cpp's default -ub
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device llama-server puts layers on: its name as messages show it, and its memory (bytes)."""
+
+    name: str
+    gtt: int | None  # None: the host shows no amdgpu card (not checked)
+    vram: int = 0
+
+    def offers(self, reserve: int) -> int | None:
+        return None if self.gtt is None else max(self.gtt + self.vram - reserve, 0)
+
+    def describe(self, reserve: int) -> str:
+        if self.gtt is None:
+            return f"{self.name}: no amdgpu card seen, not counted"
+        return (f"{self.name} {gib(self.offers(reserve))} (GTT {gib(self.gtt)} + VRAM {gib(self.vram)} "
+                f"- reserve {gib(reserve)})")
+
+
+@dataclass(frozen=True)
+class Need:
+    weights: int
+    kv: int
+    compute: int
+    context: int
+    files: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv + self.compute
+
+
+def gib(n: float) -> str:
+    """Bytes for messages: GiB, or MiB below 1 GiB.
+
+    >>> gib(245 * GIB), gib(25165824), gib(0)
+    ('245.0 GiB', '24.0 MiB', '0 MiB')
+    """
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.1f} MiB".replace("0.0 MiB", "0 MiB")
+
+
+def context_of(s: Settings, model: dict) -> int:
+    """Tokens of KV cache: head_ctx_size, or the model's own context when it is 0."""
+    return s.head_ctx_size or model.get("context") or 0
+
+
+def kv_cache_bytes(model: dict, context: int, type_k: str, type_v: str) -> int:
+    """The KV cache of `context` tokens: per layer, KV heads x (head dim K x bytes K + head dim V x bytes V).
+
+    The lab's tiny model (6 layers, 2 KV heads of 32) with 16384 tokens of f16: 24 MiB, as llama.cpp logs.
+
+    >>> kv_cache_bytes({"layers": 6, "kv_heads": [2], "heads": [4], "embedding": 128}, 16384, "f16", "f16") // (1 << 20)
+    24
+    >>> kv_cache_bytes({"layers": 94, "kv_heads": [4], "key_length": 128, "value_length": 128}, 131072, "q8_0", "q8_0") / (1 << 30)
+    12.484375
+    """
+    layers, kv_heads = model["layers"], model["kv_heads"]
+    per_layer = kv_heads if len(kv_heads) == layers else [kv_heads[0]] * layers
+    default_dim = (model.get("embedding") or 0) // max((model.get("heads") or [1])[0], 1)
+    dim_k = model.get("key_length") or default_dim
+    dim_v = model.get("value_length") or default_dim
+    return math.ceil(sum(per_layer) * context * (dim_k * KV_BYTES[type_k] + dim_v * KV_BYTES[type_v]))
+
+
+def need_of(s: Settings, model: dict) -> Need:
+    """Weights + KV cache + compute margin of `model` (the GgufModel fact) with these settings."""
+    context = context_of(s, model)
+    ubatch = s.head_ubatch_size or min(s.head_batch_size or DEFAULT_UBATCH, DEFAULT_UBATCH)
+    compute = 4 * ubatch * ((model.get("vocab") or 0) + 4 * (model.get("embedding") or 0))
+    files = [f["size"] or 0 for f in model["files"]]
+    return Need(sum(files), kv_cache_bytes(model, context, s.head_cache_type_k, s.head_cache_type_v), compute,
+                context, len(files))
+
+
+@dataclass
+class Verdict:
+    fits: bool | None  # None: some device's memory is unknown
+    near: bool
+    offered: int
+    shares: list[int]  # what each device would hold, in device order
+
+
+def judge(need: int, devices: list[Device], reserve: int, split: list[float] | None = None) -> Verdict:
+    """Whether `need` bytes fit on `devices`: by free memory (llama.cpp's default) or by `split`.
+
+    >>> d = [Device("a", 10 * GIB), Device("b", 10 * GIB)]
+    >>> v = judge(15 * GIB, d, 0); (v.fits, v.near, v.offered // GIB)
+    (True, False, 20)
+    >>> judge(19 * GIB, d, 0).near, judge(21 * GIB, d, 0).fits, judge(15 * GIB, d, 0, [1, 3]).fits
+    (True, False, False)
+    """
+    offers = [d.offers(reserve) for d in devices]
+    if any(o is None for o in offers):
+        return Verdict(None, False, sum(o or 0 for o in offers), [0] * len(devices))
+    offered = sum(offers)
+    if split:
+        weights = list(split) + [0] * (len(devices) - len(split))
+        shares = [math.ceil(need * w / sum(weights)) for w in weights]
+        fits = all(share <= offer for share, offer in zip(shares, offers))
+        near = fits and any(share > NEAR * offer for share, offer in zip(shares, offers))
+    else:
+        shares = [math.ceil(need * o / offered) if offered else need for o in offers]
+        fits = need <= offered
+        near = fits and need > NEAR * offered
+    return Verdict(fits, near, offered, shares)
+
+
+def fewest_rpc(need: int, head: list[Device], rpc: list[Device], reserve: int) -> int | None:
+    """How many RPC servers (the first ones, in order) the model needs beside the head's own GPU(s).
+
+    >>> g = [Device("head", 100 * GIB)]
+    >>> fewest_rpc(80 * GIB, g, [Device("w1", 100 * GIB)] * 2, GIB), fewest_rpc(150 * GIB, g, [Device("w1", 100 * GIB)] * 2, GIB)
+    (0, 1)
+    >>> fewest_rpc(500 * GIB, g, [Device("w1", 100 * GIB)], 0) is None
+    True
+    """
+    for count in range(len(rpc) + 1):
+        if judge(need, head + rpc[:count], reserve).fits:
+            return count
+    return None
+
+
+def report(s: Settings, model: dict, head: list[Device], rpc: list[Device], endpoints: list[str]) -> tuple[str, str]:
+    """("ok" | "warn" | "fail" | "unknown", the sentence saying why) for this head's model and devices.
+
+    Devices in llama.cpp's order: the --rpc servers, then the head's own GPU(s).
+    """
+    reserve = s.head_fit_reserve_mib * MIB
+    need = need_of(s, model)
+    devices = rpc + head
+    verdict = judge(need.total, devices, reserve, s.head_tensor_split)
+    what = (f"it needs {gib(need.total)} (weights {gib(need.weights)} in {need.files} file(s) + KV cache "
+            f"{gib(need.kv)} for {need.context} tokens of {s.head_cache_type_k}/{s.head_cache_type_v} + compute "
+            f"{gib(need.compute)})")
+    per_device = "; ".join(d.describe(reserve) + (f", would hold {gib(share)}" if d.gtt is not None else "")
+                           for d, share in zip(devices, verdict.shares))
+    if verdict.fits is None:
+        return "unknown", f"the fit was not checked: {what}; devices: {per_device}"
+    fewest = fewest_rpc(need.total, head, rpc, reserve) if not s.head_tensor_split else None
+    used = f"{fewest} of {len(rpc)} RPC servers" if fewest is not None else f"all {len(rpc)} RPC servers"
+    if verdict.fits:
+        sentence = (f"the model fits: {what}, of {gib(verdict.offered)} on {len(devices)} device(s) "
+                    f"({per_device}); it needs the head and {used}"
+                    + (f" ({', '.join(endpoints[:fewest])})" if fewest else ""))
+        if verdict.near:
+            return "warn", sentence + f"; that is above {NEAR:.0%} of what they offer: it may fail to load"
+        return "ok", sentence
+    fixes = [f"a smaller head_ctx_size (the KV cache is {gib(need.kv)} at {need.context} tokens)"]
+    for cache in ("q8_0", "q4_0"):
+        kv = kv_cache_bytes(model, need.context, cache, cache)
+        if kv < need.kv:
+            fixes.append(f"head_cache_type_k/v = '{cache}' (KV cache {gib(kv)})")
+    fixes += ["another RPC worker", "a bigger ttm_gib on the hosts (more GTT)"]
+    if s.head_tensor_split:
+        fixes.append("a head_tensor_split that gives each device what it can hold")
+    sentence = (f"the model does not fit: {what}, but the {len(devices)} device(s) offer {gib(verdict.offered)} "
+                f"after head_fit_reserve_mib = {s.head_fit_reserve_mib} each ({per_device}). Fixes: "
+                + ", ".join(fixes))
+    partly_in_ram = any(o.endswith("=CPU") for o in s.head_override_tensor) or isinstance(s.head_gpu_layers, int)
+    if partly_in_ram:
+        return "warn", sentence + ". Not failing: head_override_tensor or head_gpu_layers keep some of it in RAM"
+    return "fail", sentence
+
+
+@operation()
+def fits(s: Settings, model_path: str, head: list[Device], rpc: list[Device], endpoints: list[str]):
+    """Fail (head_fit_check = 'on') or warn before llama-server (re)starts when the model will not fit."""
+    model = host.get_fact(GgufModel, path=model_path)
+    if s.head_fit_check == "off":
+        host.noop("head_fit_check is off")
+        return
+    if model is None or model["error"]:
+        why = "no python3 on the head" if model is None else model["error"]
+        logger.warning(f"{host.name}: the fit of {model_path} was not checked: {why}")
+        host.noop("fit not checked")
+        return
+    verdict, sentence = report(s, model, head, rpc, endpoints)
+    if verdict == "fail" and s.head_fit_check == "on":
+        yield failure(f"{sentence}. Or set head_fit_check = 'warn'.")
+        return
+    if verdict != "ok":
+        logger.warning(f"{host.name}: {sentence}")
+    host.noop(sentence)
+
+
+def serving_rpc(s: Settings, model_path: str, head: list[Device], rpc: list[Device], endpoints: list[str]) -> list[str]:
+    """The --rpc list llama-server gets: every endpoint, or with head_rpc_servers = 'auto' the fewest
+    (in order) the model fits on, read when the operation runs (the model may be downloaded just before)."""
+    if s.head_rpc_servers != "auto":
+        return endpoints
+    model = host.get_fact(GgufModel, path=model_path)
+    if model is None or model["error"]:
+        return endpoints
+    count = fewest_rpc(need_of(s, model).total, head, rpc, s.head_fit_reserve_mib * MIB)
+    return endpoints if count is None else endpoints[:count]
+
+
+def devices_of(cards: list[dict], name: str, parts: int = 1) -> list[Device]:
+    """Devices of one host from its GpuMemory fact: one per amdgpu card, shared by `parts` RPC servers.
+
+    >>> devices_of([{"card": "card1", "gtt_total": 120 * GIB, "vram_total": 512 << 20}], "halo2", 2)[0].gtt // GIB
+    60
+    >>> devices_of([], "halo3")
+    [Device(name='halo3', gtt=None, vram=0)]
+    """
+    if not cards:
+        return [Device(name, None)]
+    return [Device(f"{name} {c['card']}" if len(cards) > 1 else name,
+                   None if c.get("gtt_total") is None else c["gtt_total"] // parts,
+                   (c.get("vram_total") or 0) // parts) for c in cards]
+
+
+def cluster_devices(head_name: str, head_cards: list[dict], workers: list[tuple[str, list[str], list[dict]]],
+                    ) -> tuple[list[Device], list[Device], list[str]]:
+    """(the head's devices, one device per RPC endpoint, the endpoints) from each host's GpuMemory.
+
+    `workers`: (host name, its endpoints in the --rpc list, its cards), in inventory order. A worker's
+    several RPC servers share its GPU.
+    """
+    rpc, endpoints = [], []
+    for name, ends, cards in workers:
+        for end in ends:
+            device = devices_of(cards, f"RPC {end} ({name})", len(ends))[0]
+            rpc.append(device)
+            endpoints.append(end)
+    return devices_of(head_cards, f"{head_name} (head GPU)"), rpc, endpoints
+
+
+def gather(s: Settings, workers: list[Settings]) -> tuple[list[Device], list[Device], list[str]]:
+    """cluster_devices() for this head, reading every worker's GpuMemory once per run (sysfs: a run
+    does not change it)."""
+    from deploys.common import once_per_run
+    from facts.amdgpu import GpuMemory
+
+    others = [w for w in workers if w.host_name != s.host_name and w.rpc_endpoints]
+
+    def read() -> dict[str, list[dict]]:
+        active = {h.name: h for h in host.state.inventory}
+        return {w.host_name: active[w.host_name].get_fact(GpuMemory) for w in others}
+
+    cards = once_per_run("worker_gpu_memory", read)
+    return cluster_devices(s.host_name, host.get_fact(GpuMemory),
+                           [(w.host_name, w.rpc_endpoints, cards[w.host_name]) for w in others])
