@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,29 @@ def write_tiny_model(path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _write(GGUFWriter(partial, "llama"))
+    os.replace(partial, path)
+    return path
+
+
+def write_tiny_split(directory: str | Path, parts: int = 3) -> list[Path]:
+    """The same model split into `parts` files tiny-0000i-of-0000N.gguf (by the gguf package's writer,
+    as llama.cpp's gguf-split names and links them: split.no / split.count / split.tensors.count)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = 1 + 9 * LAYERS + 2  # token_embd, 9 per block, output_norm and output
+    per_part = -(-tensors // parts)
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        _write(GGUFWriter(Path(tmp) / "tiny.gguf", "llama", split_max_tensors=per_part))
+        written = sorted(Path(tmp).glob("tiny-*-of-*.gguf"))
+        assert len(written) == parts, written
+        for shard in written:
+            os.replace(shard, directory / shard.name)
+    return [directory / shard.name for shard in written]
+
+
+def _write(writer: GGUFWriter) -> None:
+    """The tiny model's metadata and tensors, written and closed."""
     tokens, scores, types = vocabulary()
     rng = np.random.default_rng(SEED)
 
@@ -62,7 +86,6 @@ def write_tiny_model(path: str | Path) -> Path:
         return np.ones(n, dtype=np.float32)
 
     head_dim = EMBED // HEADS
-    writer = GGUFWriter(partial, "llama")
     writer.add_name(NAME)
     writer.add_file_type(LlamaFileType.MOSTLY_F16)
     writer.add_context_length(CONTEXT)
@@ -102,8 +125,6 @@ def write_tiny_model(path: str | Path) -> Path:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    os.replace(partial, path)
-    return path
 
 
 if __name__ == "__main__":
