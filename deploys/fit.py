@@ -41,15 +41,16 @@ class Device:
     """One device llama-server puts layers on: its name as messages show it, and its memory (bytes)."""
 
     name: str
-    gtt: int | None  # None: the host shows no amdgpu card (not checked)
+    gtt: int | None  # None: not known (no amdgpu card, or the host is not in this run)
     vram: int = 0
+    unknown: str = "no amdgpu card seen"
 
     def offers(self, reserve: int) -> int | None:
         return None if self.gtt is None else max(self.gtt + self.vram - reserve, 0)
 
     def describe(self, reserve: int) -> str:
         if self.gtt is None:
-            return f"{self.name}: no amdgpu card seen, not counted"
+            return f"{self.name}: {self.unknown}, not counted"
         return (f"{self.name} {gib(self.offers(reserve))} (GTT {gib(self.gtt)} + VRAM {gib(self.vram)} "
                 f"- reserve {gib(reserve)})")
 
@@ -232,14 +233,16 @@ def serving_rpc(s: Settings, model_path: str, head: list[Device], rpc: list[Devi
     return endpoints if count is None else endpoints[:count]
 
 
-def devices_of(cards: list[dict], name: str, parts: int = 1) -> list[Device]:
+def devices_of(cards: list[dict] | None, name: str, parts: int = 1) -> list[Device]:
     """Devices of one host from its GpuMemory fact: one per amdgpu card, shared by `parts` RPC servers.
 
     >>> devices_of([{"card": "card1", "gtt_total": 120 * GIB, "vram_total": 512 << 20}], "halo2", 2)[0].gtt // GIB
     60
-    >>> devices_of([], "halo3")
-    [Device(name='halo3', gtt=None, vram=0)]
+    >>> devices_of([], "halo3")[0].describe(0)
+    'halo3: no amdgpu card seen, not counted'
     """
+    if cards is None:
+        return [Device(name, None, unknown="not in this run (--limit?)")]
     if not cards:
         return [Device(name, None)]
     return [Device(f"{name} {c['card']}" if len(cards) > 1 else name,
@@ -272,9 +275,9 @@ def gather(s: Settings, workers: list[Settings]) -> tuple[list[Device], list[Dev
     others = [w for w in workers if w.host_name != s.host_name and w.rpc_endpoints]
 
     def read() -> dict[str, list[dict]]:
-        active = {h.name: h for h in host.state.inventory}
-        return {w.host_name: active[w.host_name].get_fact(GpuMemory) for w in others}
+        active = {h.name: h for h in host.state.inventory.get_active_hosts()}
+        return {w.host_name: active[w.host_name].get_fact(GpuMemory) for w in workers if w.host_name in active}
 
     cards = once_per_run("worker_gpu_memory", read)
     return cluster_devices(s.host_name, host.get_fact(GpuMemory),
-                           [(w.host_name, w.rpc_endpoints, cards[w.host_name]) for w in others])
+                           [(w.host_name, w.rpc_endpoints, cards.get(w.host_name)) for w in others])
