@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 from tests.integration.conftest import assert_no_changes, inventory_with
 from tests.integration.test_head import ENV_FILE, HEAD, UNIT, address, env_file, http, journal_of_current_process, sh
@@ -21,6 +22,7 @@ TUNED = {
     "head_batch_size": 256, "head_ubatch_size": 128, "head_temperature": 0.25, "head_top_p": 0.9,
     "head_top_k": 17, "head_min_p": 0.03, "head_warmup": False, "head_override_tensor": ["output\\.weight=CPU"],
     "head_fit": "off", "head_fit_ctx": 1024, "head_extra_args": ["--cache-reuse", "64"],
+    "head_log_verbosity": 5,  # llama.cpp logs tensor overrides at debug level
 }
 
 
@@ -32,7 +34,7 @@ def running_process() -> tuple[dict[str, str], list[str]]:
 
 
 def test_tuning_settings_reach_the_running_llama_server(cluster, tmp_path):
-    sh(f"printf '%s' {json.dumps(CHAT)!r} > {TEMPLATE}")
+    sh(f"printf '%s' {shlex.quote(CHAT)} > {TEMPLATE}")
     inventory = inventory_with(tmp_path, halo1=TUNED)
     try:
         first = cluster.run("deploys/head.py", inventory=inventory)
