@@ -58,9 +58,11 @@ def split_problems(urls: list[str]) -> list[str]:
     return []
 
 
-def download_script(url: str, sha256: str, dest: str, variable: str = "model_sha256") -> str:
+def download_script(url: str, sha256: str, dest: str, variable: str = "model_sha256",
+                    every_s: int = PROGRESS_EVERY_S) -> str:
     """Download `url` to `dest` through `<dest>.part` (resumed), check free disk and the sha256, then
-    move it into place and write the stamp. `variable` names the sha256's setting in messages."""
+    move it into place and write the stamp. `variable` names the sha256's setting in messages; a
+    progress line (bytes, total, rate) comes every `every_s` seconds."""
     return f"""set -uo pipefail
 dest={shlex.quote(dest)} url={shlex.quote(url)} want={sha256} variable={shlex.quote(variable)}
 part="$dest.part" name=$(basename "$dest")
@@ -81,13 +83,13 @@ while :; do
     if [ "$total" -gt 0 ] && [ "$have" -eq "$total" ]; then break; fi
     [ "$have" -gt 0 ] && echo "$name: resuming at $(human "$have") (attempt $attempt)"
     curl -sSLf --connect-timeout 30 -C - -o "$part" "$url" &
-    pid=$! last=$have next=$(( $(date +%s) + {PROGRESS_EVERY_S} ))
+    pid=$! last=$have next=$(( $(date +%s) + {every_s} ))
     while kill -0 "$pid" 2>/dev/null; do
         sleep 1
         if [ "$(date +%s)" -ge "$next" ]; then
             got=$(size)
-            echo "$name: $(human "$got") of $( [ "$total" -gt 0 ] && human "$total" || echo '?') at $(human $(( (got - last) / {PROGRESS_EVERY_S} )))/s"
-            last=$got next=$(( next + {PROGRESS_EVERY_S} ))
+            echo "$name: $(human "$got") of $( [ "$total" -gt 0 ] && human "$total" || echo '?') at $(human $(( (got - last) / {every_s} )))/s"
+            last=$got next=$(( next + {every_s} ))
         fi
     done
     if wait "$pid"; then break; fi

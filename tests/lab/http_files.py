@@ -10,9 +10,10 @@ break off on purpose, and a log of what was asked.
 from __future__ import annotations
 
 import http.server
-import socket
 import re
+import socket
 import threading
+import time
 from pathlib import Path
 
 
@@ -21,6 +22,7 @@ class FileServer:
         self.directory = Path(directory)
         self.requests: list[tuple[str, str, str | None]] = []
         self.cuts: dict[str, int] = {}
+        self.rate: int | None = None  # bytes per second, for tests of progress lines
         owner = self
 
         class Handler(RangeHandler):
@@ -88,11 +90,13 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
             f.seek(start)
             remaining = size - start if cut is None else max(cut - start, 0)
             while remaining > 0:
-                chunk = f.read(min(65536, remaining))
+                chunk = f.read(min(16384, remaining))
                 if not chunk:
                     break
                 self.wfile.write(chunk)
                 remaining -= len(chunk)
+                if self.server_of.rate:
+                    time.sleep(len(chunk) / self.server_of.rate)
         if cut is not None:  # break the transfer off: the client sees a short body
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)

@@ -103,3 +103,18 @@ def test_too_little_disk_space_stops_before_downloading(served, tmp_path):
     assert proc.returncode == 1
     assert f"not enough disk space for big.gguf: 1B still to download, 0B free in {tmp_path}" in proc.stderr
     assert [r[0] for r in server.requests] == ["HEAD"]
+
+
+@needs_tools
+def test_a_slow_download_prints_progress_with_bytes_and_rate(served, tmp_path):
+    root, server = served
+    data = bytes(200_000)
+    (root / "slow.gguf").write_bytes(data)
+    server.rate = 60_000  # bytes per second: about 3.3 s
+    script = download_script(f"{server.url}/slow.gguf", hashlib.sha256(data).hexdigest(), str(tmp_path / "slow.gguf"),
+                             every_s=1)
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    progress = [line for line in proc.stdout.splitlines() if line.startswith("slow.gguf: ") and " of 196KiB at " in line]
+    assert len(progress) >= 2, proc.stdout
+    assert progress[0].endswith("/s")
