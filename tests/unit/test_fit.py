@@ -3,11 +3,9 @@ the fewest RPC servers; the GGUF metadata comes from the GgufModel fact cases.""
 
 from __future__ import annotations
 
-import doctest
 import json
 from pathlib import Path
 
-import deploys.fit
 from deploys.fit import MIB, Device, cluster_devices, kv_cache_bytes, need_of, report
 from deploys.settings import GIB, Settings
 from tests.unit.test_serving import head, problems
@@ -24,9 +22,6 @@ def gpus(head_gib: float, *worker_gib: float) -> tuple[list[Device], list[Device
                                         [(f"halo{i + 2}", [e], cards(g)) for i, (e, g) in enumerate(zip(ENDPOINTS, worker_gib))])
     return head_gpus, rpc
 
-
-def test_doctests():
-    assert doctest.testmod(deploys.fit).failed == 0
 
 
 def test_the_tiny_model_needs_its_file_its_kv_cache_and_a_compute_margin():

@@ -3,14 +3,12 @@ with curl against a local server that breaks a transfer off (resume), lies about
 
 from __future__ import annotations
 
-import doctest
 import hashlib
 import shutil
 import subprocess
 
 import pytest
 
-import deploys.models
 from deploys.head import model_file
 from deploys.models import download_script
 from tests.lab.http_files import FileServer
@@ -21,9 +19,6 @@ needs_tools = pytest.mark.skipif(not (shutil.which("bash") and shutil.which("cur
 SHA = "ab" * 32
 PARTS = [{"url": f"http://10.151.0.1:8000/m/tiny-{i:05d}-of-00003.gguf", "sha256": SHA} for i in (1, 2, 3)]
 
-
-def test_doctests():
-    assert doctest.testmod(deploys.models).failed == 0
 
 
 def test_a_split_model_serves_its_first_part():

@@ -3,13 +3,11 @@ bad values say, and the check against the built binary's --help."""
 
 from __future__ import annotations
 
-import doctest
 import json
 from pathlib import Path
 
 import pytest
 
-import deploys.serving
 from deploys.head import env_file_text, render_unit, server_env
 from deploys.serving import ARGS_VARIABLE, server_args, tuning_env, unsupported
 from deploys.settings import SettingsError, validate_inventory
@@ -27,9 +25,6 @@ def problems(**data) -> str:
         validate_inventory(inventory(halo1=data))
     return str(error.value)
 
-
-def test_doctests():
-    assert doctest.testmod(deploys.serving).failed == 0
 
 
 def test_every_tuning_variable_reaches_the_environment_file_under_llama_cpps_name():
