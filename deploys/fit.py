@@ -203,22 +203,23 @@ def report(s: Settings, model: dict, head: list[Device], rpc: list[Device], endp
 @operation()
 def fits(s: Settings, model_path: str, head: list[Device], rpc: list[Device], endpoints: list[str]):
     """Fail (head_fit_check = 'on') or warn before llama-server (re)starts when the model will not fit."""
-    model = host.get_fact(GgufModel, path=model_path)
     if s.head_fit_check == "off":
         host.noop("head_fit_check is off")
         return
+    model = host.get_fact(GgufModel, path=model_path)
     if model is None or model["error"]:
         why = "no python3 on the head" if model is None else model["error"]
-        logger.warning(f"{host.name}: the fit of {model_path} was not checked: {why}")
+        if host.state.is_executing:  # at prepare time a download may not have happened yet
+            logger.warning(f"{host.name}: the fit of {model_path} was not checked: {why}")
         host.noop("fit not checked")
         return
     verdict, sentence = report(s, model, head, rpc, endpoints)
     if verdict == "fail" and s.head_fit_check == "on":
         yield failure(f"{sentence}. Or set head_fit_check = 'warn'.")
         return
-    if verdict != "ok":
-        logger.warning(f"{host.name}: {sentence}")
-    host.noop(sentence)
+    if host.state.is_executing:  # said once, when it is judged (not at prepare time)
+        (logger.info if verdict == "ok" else logger.warning)(f"{host.name}: {sentence}")
+    host.noop("fit checked")
 
 
 def serving_rpc(s: Settings, model_path: str, head: list[Device], rpc: list[Device], endpoints: list[str]) -> list[str]:

@@ -31,7 +31,7 @@ def test_a_split_model_downloads_resumes_and_serves_and_a_bad_part_is_refused(cl
         assert bad.returncode != 0, output
         assert (f"model_files[2].sha256 mismatch: {files[2]['url']} has sha256 {files[2]['sha256']}, expected "
                 f"{'e' * 64}; the download was deleted") in output
-        assert sh(f"ls {MODELS}").split() == sorted(
+        assert sorted(sh(f"ls {MODELS}").split()) == sorted(
             ["tiny.gguf", "tiny.gguf.sha256", parts[0].name, parts[0].name + ".sha256", parts[1].name,
              parts[1].name + ".sha256"])  # the good parts stay (checked); of the bad one nothing
         assert env_file()["LLAMA_ARG_MODEL"] == before and sh(f"systemctl show -p MainPID --value {UNIT}") == pid
