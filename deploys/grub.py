@@ -306,7 +306,8 @@ for e in {dirs}; do
   [ -f "$e" ] && grep -q '^version[[:space:]]' "$e" || continue
   n=$((n + 1)); {awk} "$e" || bad=1
 done
-if [ "$n" = 0 ]; then echo "no boot entries (loader/entries/*.conf) after kernel-install"; exit 1; fi
+if [ "$n" = 0 ]; then echo "no boot entries (loader/entries/*.conf) after kernel-install: unified kernel images \
+(EFI/Linux/*.efi) carry their arguments inside, which this step cannot check"; exit 1; fi
 exit "$bad")"""
 
 
