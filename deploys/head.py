@@ -46,6 +46,7 @@ from deploys.common import HostCheckFailed, install_packages
 from deploys.fit import fits, gather, serving_rpc
 from deploys.groups import GPU_GROUPS
 from deploys.models import download_script, url_name
+from deploys.progress import long_work
 from deploys.serving import ARGS_VARIABLE, env_value, server_args, supported_by_build, tuning_env
 from deploys.settings import RPC_WORKERS_GROUP, Settings, SettingsError, settings
 from facts.distro import Distro
@@ -246,7 +247,8 @@ def verified_download(url: str, sha256: str, dest: str, variable: str = "model_s
     if stamp and stamp[0].split()[:1] == [sha256] and host.get_fact(File, path=dest):
         host.noop(f"{dest} holds the model with sha256 {sha256[:12]}...")
         return
-    yield StringCommand("bash", "-c", shlex.quote(download_script(url, sha256, dest, variable)))
+    name = dest.rsplit("/", 1)[-1]  # a progress line at least every 30 s in pyinfra's normal output
+    yield from long_work(f"download-{name}", f"download {name}", download_script(url, sha256, dest, variable))
 
 
 @operation()

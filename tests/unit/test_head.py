@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from pyinfra.api import FunctionCommand, Inventory, StringCommand
+from pyinfra.api import FileUploadCommand, FunctionCommand, Inventory, StringCommand
 from pyinfra.context import ctx_host
 
 from deploys.head import (
@@ -429,10 +429,12 @@ def test_download_is_skipped_when_the_stamp_matches():
     assert commands == [] and noops
     other = {FileContents: [f"{'1' * 64}  tiny.gguf"], File: {"size": 1, "mode": 644, "user": "root"}}
     commands, _ = run_operation(verified_download, other, url="http://x/tiny.gguf", sha256=SHA, dest=dest)
-    assert len(commands) == 1 and isinstance(commands[0], StringCommand)
+    uploads = [c for c in commands if isinstance(c, FileUploadCommand)]  # run as long work (progress lines)
+    assert len(uploads) == 1 and "curl" in uploads[0].src.getvalue() and f"want={SHA}" in uploads[0].src.getvalue()
+    assert uploads[0].dest == "/var/lib/halo-provision/work/download-tiny.gguf/script"
     gone = {FileContents: [f"{SHA}  tiny.gguf"], File: None}
     commands, _ = run_operation(verified_download, gone, url="http://x/tiny.gguf", sha256=SHA, dest=dest)
-    assert len(commands) == 1
+    assert any(isinstance(c, FileUploadCommand) for c in commands)
 
 
 @pytest.mark.parametrize("info, words", [
