@@ -45,7 +45,7 @@ from pyinfra.operations.util import any_changed
 from deploys.common import HostCheckFailed, install_packages
 from deploys.fit import fits, gather, serving_rpc
 from deploys.groups import GPU_GROUPS
-from deploys.models import download_script, url_name
+from deploys.models import download_script, part_url, token_file_problem, url_name
 from deploys.progress import long_work
 from deploys.serving import ARGS_VARIABLE, env_value, server_args, supported_by_build, tuning_env
 from deploys.settings import RPC_WORKERS_GROUP, Settings, SettingsError, settings
@@ -86,7 +86,7 @@ def model_file(s: Settings) -> str:
     if s.model_path is not None:
         return s.model_path
     if s.model_files:  # a split model: llama-server opens the first part and finds the others
-        return f"{s.model_dir.rstrip('/') or ''}/{url_name(s.model_files[0].url)}"
+        return f"{s.model_dir.rstrip('/') or ''}/{url_name(part_url(s, s.model_files[0]))}"
     name = url_name(s.model_url or "")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*\.gguf", name):
         name = f"{(s.model_sha256 or 'model')[:16]}.gguf"
@@ -241,14 +241,15 @@ def failure(message: str) -> FunctionCommand:
 
 
 @operation()
-def verified_download(url: str, sha256: str, dest: str, variable: str = "model_sha256"):
+def verified_download(url: str, sha256: str, dest: str, variable: str = "model_sha256", token_file: str | None = None):
     """Download `url` to `dest` unless the stamp `<dest>.sha256` says it already holds `sha256`."""
     stamp = host.get_fact(FileContents, path=f"{dest}.sha256") or []
     if stamp and stamp[0].split()[:1] == [sha256] and host.get_fact(File, path=dest):
         host.noop(f"{dest} holds the model with sha256 {sha256[:12]}...")
         return
     name = dest.rsplit("/", 1)[-1]  # a progress line at least every 30 s in pyinfra's normal output
-    yield from long_work(f"download-{name}", f"download {name}", download_script(url, sha256, dest, variable))
+    yield from long_work(f"download-{name}", f"download {name}",
+                         download_script(url, sha256, dest, variable, token_file=token_file))
 
 
 @operation()
@@ -337,6 +338,10 @@ def head() -> None:
     if template is not None and not host.get_fact(File, path=template):
         problems.append(s._problem("head_chat_template_file", f"there is no such file on {s.host_name}; expected "
                                    "a Jinja chat template file already there: copy it there, or set None"))
+    if s.model_hf_token_file is not None and any(part.hf for part in s.model_files):
+        problem = token_file_problem(host.get_fact(File, path=s.model_hf_token_file))
+        if problem:
+            problems.append(s._problem("model_hf_token_file", problem))
     if problems:
         raise SettingsError(problems)
     model = model_file(s)
@@ -350,9 +355,11 @@ def head() -> None:
 
     if s.model_files:
         files.directory(name="Create the model directory", path=s.model_dir, user="root", group="root", mode="755")
-        got_model = [verified_download(name=f"Download part {i} of the model and check its sha256", url=part.url,
-                                       sha256=part.sha256, dest=f"{s.model_dir.rstrip('/')}/{url_name(part.url)}",
-                                       variable=f"model_files[{i - 1}].sha256")
+        got_model = [verified_download(name=f"Download part {i} of the model and check its sha256",
+                                       url=part_url(s, part), sha256=part.sha256,
+                                       dest=f"{s.model_dir.rstrip('/')}/{url_name(part_url(s, part))}",
+                                       variable=f"model_files[{i - 1}].sha256",
+                                       token_file=s.model_hf_token_file if part.hf else None)
                      for i, part in enumerate(s.model_files, 1)]
     elif s.model_url is not None:
         files.directory(name="Create the model directory", path=s.model_dir, user="root", group="root", mode="755")

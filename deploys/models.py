@@ -31,6 +31,36 @@ def url_name(url: str) -> str:
     return PurePosixPath(unquote(urlsplit(url).path)).name
 
 
+def part_url(s, part) -> str:
+    """Where a model_files entry is downloaded from: its url, or its file on the Hugging Face hub.
+
+    >>> from deploys.settings import ModelFile, Settings
+    >>> part_url(Settings(), ModelFile(hf="unsloth/Qwen3-GGUF/Q4_K_M/Qwen3-00001-of-00002.gguf", sha256="a" * 64))
+    'https://huggingface.co/unsloth/Qwen3-GGUF/resolve/main/Q4_K_M/Qwen3-00001-of-00002.gguf'
+    """
+    if part.url is not None:
+        return part.url
+    owner, repo, path = part.hf.split("/", 2)
+    return f"{s.model_hf_endpoint.rstrip('/')}/{owner}/{repo}/resolve/{s.model_hf_revision}/{path}"
+
+
+def token_file_problem(info: dict | None) -> str | None:
+    """Why the token file (its File fact) may not be used: missing, readable by others, or empty.
+
+    >>> token_file_problem({"user": "root", "mode": 644, "size": 37})
+    'others may read it; expected a root-only file: chown root:root FILE; chmod 600 FILE'
+    >>> token_file_problem({"user": "root", "mode": 600, "size": 37}) is None
+    True
+    """
+    if not info:
+        return "there is no such file on the head; expected a root-only file holding the token: (umask 077; cat > FILE)"
+    if info["user"] != "root" or info["mode"] % 100:
+        return "others may read it; expected a root-only file: chown root:root FILE; chmod 600 FILE"
+    if not info["size"]:
+        return "it is empty; expected the token on its first line"
+    return None
+
+
 def split_problems(urls: list[str]) -> list[str]:
     """What is wrong with the URLs of a split model: every part once, in order, one model.
 
@@ -59,17 +89,23 @@ def split_problems(urls: list[str]) -> list[str]:
 
 
 def download_script(url: str, sha256: str, dest: str, variable: str = "model_sha256",
-                    every_s: int = PROGRESS_EVERY_S) -> str:
+                    every_s: int = PROGRESS_EVERY_S, token_file: str | None = None) -> str:
     """Download `url` to `dest` through `<dest>.part` (resumed), check free disk and the sha256, then
     move it into place and write the stamp. `variable` names the sha256's setting in messages; a
-    progress line (bytes, total, rate) comes every `every_s` seconds."""
+    progress line (bytes, total, rate) comes every `every_s` seconds. With `token_file`, curl reads
+    an Authorization header made from it when it runs (through a pipe: the token is in no argument,
+    script or log; curl does not send it on to another host of a redirect)."""
+    auth = ""
+    if token_file is not None:
+        auth = """ -H @<(printf 'Authorization: Bearer %s\\n' "$(head -n 1 "$token" | tr -d '\\r\\n ')")"""
     return f"""set -uo pipefail
+token={shlex.quote(token_file or "")}
 dest={shlex.quote(dest)} url={shlex.quote(url)} want={sha256} variable={shlex.quote(variable)}
 part="$dest.part" name=$(basename "$dest")
 human() {{ numfmt --to=iec-i --suffix=B "$1" 2>/dev/null || echo "$1 bytes"; }}
 size() {{ stat -c %s "$part" 2>/dev/null || echo 0; }}
 # the size the server announces (the last Content-Length after redirects), then free disk space
-total=$(curl -sSLfI -m 30 "$url" 2>/dev/null | tr -d '\\r' | awk 'tolower($1)=="content-length:" {{n=$2}} END {{print n+0}}')
+total=$(curl -sSLfI -m 30{auth} "$url" 2>/dev/null | tr -d '\\r' | awk 'tolower($1)=="content-length:" {{n=$2}} END {{print n+0}}')
 have=$(size)
 avail=$(df -B1 --output=avail "$(dirname "$dest")" | tail -n 1 | tr -d ' ')
 if [ "$total" -gt 0 ] && [ $(( total - have )) -gt "$avail" ]; then
@@ -82,7 +118,7 @@ while :; do
     if [ "$total" -gt 0 ] && [ "$have" -gt "$total" ]; then rm -f "$part"; have=0; fi  # not this file's start
     if [ "$total" -gt 0 ] && [ "$have" -eq "$total" ]; then break; fi
     [ "$have" -gt 0 ] && echo "$name: resuming at $(human "$have") (attempt $attempt)"
-    curl -sSLf --connect-timeout 30 -C - -o "$part" "$url" &
+    curl -sSLf --connect-timeout 30{auth} -C - -o "$part" "$url" &
     pid=$! last=$have next=$(( $(date +%s) + {every_s} ))
     while kill -0 "$pid" 2>/dev/null; do
         sleep 1

@@ -157,6 +157,8 @@ _PACKAGE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9+._-]*$"
 # llama-server values that reach its environment file or command line: nothing a file or systemd reads
 # specially (spaces, quotes, $, %, ...); a tensor override keeps regex backslashes (its value is quoted).
 _ALIAS_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
+# A file of a Hugging Face repository: owner/repo/path (no '..', no URL characters).
+_HF_FILE_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*/([A-Za-z0-9][A-Za-z0-9._-]*/)*[A-Za-z0-9][A-Za-z0-9._-]*\.gguf$"
 _OVERRIDE_TENSOR_RE = r"^[^\s'\",=$%;&<>`#]+=[A-Za-z0-9_.:\[\]-]+$"
 _EXTRA_ARG_RE = r"^[^\s'\"\\$%;&<>`#]+$"
 
@@ -220,12 +222,20 @@ Sha256 = Annotated[str, Strict(), StringConstraints(pattern=_SHA256_RE), AfterVa
 
 
 class ModelFile(BaseModel):
-    """One file of a (split) model to download: its URL and its sha256."""
+    """One file of a (split) model to download: its URL, or its Hugging Face repository and path
+    (`hf`: 'owner/repo/path/in/repo.gguf', fetched from model_hf_endpoint), and its sha256."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: HttpUrl
+    url: HttpUrl | None = None
+    hf: Annotated[str, Strict(), StringConstraints(pattern=_HF_FILE_RE)] | None = None
     sha256: Sha256
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelFile:
+        if (self.url is None) == (self.hf is None):
+            raise ValueError("give exactly one of url and hf")
+        return self
 
 
 class RpcInstance(BaseModel):
@@ -382,8 +392,13 @@ VALID: dict[str, str] = {
     "model_sha256": "the sha256 of the file at model_url as 64 hex digits, or None",
     "model_files": (
         "a list of the parts of a split GGUF model in order, each {'url': 'https://.../m-00001-of-00002.gguf', "
-        "'sha256': '<64 hex digits>'} (http or https; names '<name>-0000i-of-0000N.gguf', every part once), "
-        "or [] (then model_path or model_url)"
+        "'sha256': '<64 hex digits>'} or {'hf': 'owner/repo/path/m-00001-of-00002.gguf', 'sha256': ...} "
+        "(http or https; names '<name>-0000i-of-0000N.gguf', every part once), or [] (then model_path or model_url)"
+    ),
+    "model_hf_endpoint": "the http:// or https:// base URL of the Hugging Face hub, such as 'https://huggingface.co'",
+    "model_hf_revision": "a branch, tag or commit of the repository, such as 'main'",
+    "model_hf_token_file": (
+        "an absolute path of a root-only file on the head holding a Hugging Face access token (one line), or None"
     ),
     "model_dir": "an absolute directory path such as '/var/lib/halo-provision/models'",
 }
@@ -490,6 +505,11 @@ class Settings(BaseModel):
     model_url: HttpUrl | None = None
     model_sha256: Sha256 | None = None
     model_files: list[ModelFile] = []
+    model_hf_endpoint: HttpUrl = "https://huggingface.co"
+    model_hf_revision: Annotated[
+        str, Strict(), StringConstraints(pattern=_GIT_REF_RE), AfterValidator(_check_git_ref)
+    ] = "main"
+    model_hf_token_file: AbsPath | None = None
     model_dir: AbsPath = "/var/lib/halo-provision/models"
 
     _host_name: str = PrivateAttr(default="<host>")
@@ -784,7 +804,7 @@ def _model_problems(s: Settings) -> list[tuple[str, str]]:
         if others:
             problems.append(("model_files", f"{' and '.join(others)} is set too; expected one way to name the model "
                              "(None for the others)"))
-        problems.extend(("model_files", d) for d in split_problems([f.url for f in s.model_files]))
+        problems.extend(("model_files", d) for d in split_problems([f.url or f.hf for f in s.model_files]))
     if s.head_tensor_split is not None and not any(s.head_tensor_split):
         problems.append(("head_tensor_split", "every entry is 0; " + VALID["head_tensor_split"]))
     return problems

@@ -161,5 +161,11 @@ model_url = None
 model_sha256 = None
 # A split GGUF model, every part in order: [{"url": ".../m-00001-of-00002.gguf", "sha256": "..."}, ...].
 model_files = []
+# Base URL of the Hugging Face hub for model_files entries given as {"hf": "owner/repo/path.gguf", ...}.
+model_hf_endpoint = "https://huggingface.co"
+# Branch, tag or commit of those repositories.
+model_hf_revision = "main"
+# Root-only file on the head with a Hugging Face token (gated repositories); None = no token.
+model_hf_token_file = None
 # Where downloaded models are kept on the head.
 model_dir = "/var/lib/halo-provision/models"

@@ -23,6 +23,7 @@ class FileServer:
         self.requests: list[tuple[str, str, str | None]] = []
         self.cuts: dict[str, int] = {}
         self.rate: int | None = None  # bytes per second, for tests of progress lines
+        self.token: str | None = None  # when set, every request needs "Authorization: Bearer <token>"
         owner = self
 
         class Handler(RangeHandler):
@@ -50,8 +51,9 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
     def _file(self) -> Path | None:
         name = self.path.split("?", 1)[0].lstrip("/")
-        path = self.server_of.directory / name
-        return path if name and "/" not in name and path.is_file() else None
+        root = self.server_of.directory.resolve()
+        path = (root / name).resolve()
+        return path if name and path.is_relative_to(root) and path.is_file() else None
 
     def do_HEAD(self) -> None:
         self._serve(body=False)
@@ -61,6 +63,10 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
     def _serve(self, body: bool) -> None:
         self.server_of.requests.append((self.command, self.path, self.headers.get("Range")))
+        token = self.server_of.token
+        if token is not None and self.headers.get("Authorization") != f"Bearer {token}":
+            self.send_error(401)
+            return
         path = self._file()
         if path is None:
             self.send_error(404)
@@ -85,7 +91,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if not body:
             return
-        cut = self.server_of.cuts.pop(path.name, None) if self.command == "GET" else None
+        cut = self.server_of.cuts.pop(path.name, None) if body else None
         with open(path, "rb") as f:
             f.seek(start)
             remaining = size - start if cut is None else max(cut - start, 0)

@@ -113,3 +113,34 @@ def test_a_slow_download_prints_progress_with_bytes_and_rate(served, tmp_path):
     progress = [line for line in proc.stdout.splitlines() if line.startswith("slow.gguf: ") and " of 196KiB at " in line]
     assert len(progress) >= 2, proc.stdout
     assert progress[0].endswith("/s")
+
+
+def test_hugging_face_entries_expand_to_the_hub_and_need_one_source():
+    s = head(model_path=None, model_hf_revision="v1", model_files=[
+        {"hf": "unsloth/Tiny-GGUF/Q8_0/tiny-00001-of-00002.gguf", "sha256": SHA},
+        {"hf": "unsloth/Tiny-GGUF/Q8_0/tiny-00002-of-00002.gguf", "sha256": SHA}])
+    assert model_file(s) == "/var/lib/halo-provision/models/tiny-00001-of-00002.gguf"
+    assert "model_files = [{'url': 'http://h/a.gguf', 'hf': 'o/r/a.gguf'" in problems(
+        model_path=None, model_files=[{"url": "http://h/a.gguf", "hf": "o/r/a.gguf", "sha256": SHA}])
+    assert "expected a list of the parts" in problems(model_path=None, model_files=[{"hf": "o/r/../x.gguf", "sha256": SHA}])
+
+
+@needs_tools
+def test_a_token_from_a_file_reaches_the_server_and_nothing_else(served, tmp_path):
+    root, server = served
+    (root / "o" / "r" / "resolve" / "main").mkdir(parents=True)
+    data = b"GGUF gated"
+    (root / "o/r/resolve/main/g.gguf").write_bytes(data)
+    token = "hf_" + "x1y2" * 8
+    server.token = token
+    token_file = tmp_path / "hf-token"
+    token_file.write_text(token + "\n")
+    url = f"{server.url}/o/r/resolve/main/g.gguf"
+    without = run(url, hashlib.sha256(data).hexdigest(), tmp_path / "g.gguf")
+    assert without.returncode == 1 and "401" in without.stderr
+    script = download_script(url, hashlib.sha256(data).hexdigest(), str(tmp_path / "g.gguf"), token_file=str(token_file))
+    assert token not in script
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "g.gguf").read_bytes() == data
+    assert token not in proc.stdout + proc.stderr
