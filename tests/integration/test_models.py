@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 
 from tests.integration.conftest import assert_no_changes
 from tests.integration.test_head import UNIT, env_file, http, sh
@@ -54,3 +55,41 @@ def test_a_split_model_downloads_resumes_and_serves_and_a_bad_part_is_refused(cl
         assert restored.returncode == 0, restored.stdout + restored.stderr
         sh(f"rm -f {MODELS}/tiny-0000?-of-00003.gguf*")
     assert env_file()["LLAMA_ARG_MODEL"] == before
+
+
+def test_a_gated_hugging_face_file_downloads_with_a_token_that_stays_out_of_sight(cluster, tmp_path):
+    """model_files entries as {"hf": "owner/repo/path"}: the lab file server plays the hub (model_hf_endpoint)
+    and answers 401 without the token."""
+    hub = tmp_path / "hub"
+    (hub / "halo/tiny-GGUF/resolve/main/F16").mkdir(parents=True)
+    model = write_tiny_split(tmp_path / "split", parts=2)
+    for p in model:
+        (hub / "halo/tiny-GGUF/resolve/main/F16" / p.name).write_bytes(p.read_bytes())
+    server = FileServer(hub, f"{lab.SUBNET}.1")
+    server.token = token = "hf_" + secrets.token_hex(16)
+    token_file = "/root/hf-token"
+    files = [{"hf": f"halo/tiny-GGUF/F16/{p.name}", "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in model]
+    data = {"model_url": "null", "model_sha256": "null", "model_files": json.dumps(files),
+            "model_hf_endpoint": server.url, "model_hf_token_file": token_file}
+    sh(f"umask 022; printf '%s\\n' {token} > {token_file}")  # readable by all: refused before any change
+    try:
+        loose = cluster.run("deploys/head.py", **data)
+        assert loose.returncode != 0
+        assert "model_hf_token_file = '/root/hf-token' is invalid: others may read it" in loose.stdout + loose.stderr
+        assert not [r for r in server.requests]  # nothing was asked
+        sh(f"chmod 600 {token_file}")
+        run = cluster.run("deploys/head.py", **data)
+        output = run.stdout + run.stderr
+        assert run.returncode == 0, output
+        assert [(m, p) for m, p, _ in server.requests if m == "GET"] == [
+            ("GET", f"/halo/tiny-GGUF/resolve/main/F16/{p.name}") for p in model]
+        assert env_file()["LLAMA_ARG_MODEL"] == f"{MODELS}/{model[0].name}"
+        assert http("/health")[0] == 200
+        assert token not in output
+        assert sh(f"grep -rlF {token} /var/lib/halo-provision /etc/halo-provision /etc/systemd || true") == ""
+        assert token not in sh("journalctl --no-pager -o cat -n 2000")
+    finally:
+        server.close()
+        sh(f"rm -f {token_file} {MODELS}/tiny-0000?-of-00002.gguf*")
+        restored = cluster.run("deploys/head.py")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
