@@ -40,10 +40,11 @@ from facts.llama_cpp import STAMP, LlamaCppInstall
 # Build dependencies per package manager and backend (ROCm itself comes from deploys/rocm.py).
 BUILD_PACKAGES = {
     ("apt", "cpu"): ["git", "cmake", "ninja-build", "g++", "ccache", "pkg-config"],
-    ("apt", "vulkan"): ["libvulkan-dev", "glslc"],
+    # ggml-vulkan: find_package(Vulkan COMPONENTS glslc) and find_package(SPIRV-Headers CONFIG)
+    ("apt", "vulkan"): ["libvulkan-dev", "glslc", "spirv-headers"],
     ("apt", "hip"): [],
     ("dnf", "cpu"): ["git", "cmake", "ninja-build", "gcc-c++", "ccache", "pkgconf"],
-    ("dnf", "vulkan"): ["vulkan-headers", "vulkan-loader-devel", "glslc"],
+    ("dnf", "vulkan"): ["vulkan-headers", "vulkan-loader-devel", "glslc", "spirv-headers-devel"],
     ("dnf", "hip"): [],
 }
 BASE_FLAGS = [
