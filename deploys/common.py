@@ -94,3 +94,19 @@ def once_per_run(key: str, compute: Callable[[], T]) -> T:
         if key not in results:
             results[key] = compute()
         return results[key]
+
+
+def env_file_line(name: str, value: str) -> str:
+    """One line of a systemd EnvironmentFile= that sets `name` to exactly `value`.
+
+    The value goes in double quotes, where systemd takes a backslash before one of `"`, `\\`, `` ` ``
+    or `$` as that character and keeps every other character as it is (no expansion, no comments);
+    names and values are validated first (deploys/settings.py: no newlines or NULs).
+
+    >>> print(env_file_line("GGML_VK_VISIBLE_DEVICES", "0"))
+    GGML_VK_VISIBLE_DEVICES="0"
+    >>> print(env_file_line("X", 'a "b" $HOME \\\\ # c'))
+    X="a \\"b\\" \\$HOME \\\\ # c"
+    """
+    escaped = "".join("\\" + c if c in '"\\`$' else c for c in value)
+    return f'{name}="{escaped}"'

@@ -12,6 +12,7 @@ On each host in group head:
   variables it reads for each flag: model, --host/--port, -ngl, -fa, -c, -np, -ctk/-ctv,
   --metrics, the log verbosity, --rpc, -ts, and the load mode DirectIO, spelt as the built binary's
   --help says (`--load-mode dio`, or `-dio` on older builds: probed when the file is written);
+  then `head_env` (other environment, e.g. ROCm/Mesa tunables), quoted for systemd;
 - halo-llama-server.service, hardened, running `<llama_cpp_prefix>/current/bin/llama-server`;
   with `head_api_key_file`, systemd hands that root-only file to the service as a credential
   (LoadCredential=), so the key is in no unit, environment file or command line;
@@ -42,7 +43,7 @@ from pyinfra.facts.server import Which
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploys.common import HostCheckFailed, install_packages
+from deploys.common import HostCheckFailed, env_file_line, install_packages
 from deploys.fit import fits, gather, serving_rpc
 from deploys.groups import GPU_GROUPS
 from deploys.models import download_script, part_url, token_file_problem, url_name
@@ -164,8 +165,9 @@ def server_env(s: Settings, rpc: list[str], model: str, load_mode: str | None) -
     return env
 
 
-def env_file_text(env: dict[str, str], load_mode: str | None) -> str:
-    """The environment file systemd reads for the unit (values never need quoting: validated)."""
+def env_file_text(env: dict[str, str], load_mode: str | None, head_env: dict[str, str] | None = None) -> str:
+    """The environment file systemd reads for the unit: the LLAMA_ARG_* values (env_value quotes
+    those that need it), then head_env, quoted (any text but newlines and NULs)."""
     note = {
         "--load-mode": "DirectIO loading as `--load-mode dio` (this build's spelling)",
         "-dio": "DirectIO loading as `-dio` (this build predates --load-mode)",
@@ -175,7 +177,11 @@ def env_file_text(env: dict[str, str], load_mode: str | None) -> str:
         "# Written by halo-provision (deploys/head.py); do not edit: the next run replaces it.",
         f"# llama-server's settings for {UNIT}, one LLAMA_ARG_* variable per flag; {note}.",
     ]
-    return "\n".join(lines + [f"{key}={env_value(value)}" for key, value in env.items()]) + "\n"
+    lines += [f"{key}={env_value(value)}" for key, value in env.items()]
+    if head_env:
+        lines.append("# head_env, quoted for systemd:")
+        lines += [env_file_line(name, value) for name, value in head_env.items()]
+    return "\n".join(lines) + "\n"
 
 
 def unit_data(s: Settings) -> dict:
@@ -288,7 +294,7 @@ def server_env_file(s: Settings, rpc: list[str], model: str):
         yield failure(f"no working llama-server at {binary(s)}; run deploys/llama_cpp.py first "
                       "(deploys/full.py does), it builds llama.cpp and points `current` at the build")
         return
-    text = env_file_text(server_env(s, rpc, model, probe["load_mode"]), probe["load_mode"])
+    text = env_file_text(server_env(s, rpc, model, probe["load_mode"]), probe["load_mode"], s.head_env)
     yield from files.put._inner(src=StringIO(text), dest=ENV_FILE, user="root", group="root", mode="600")
 
 

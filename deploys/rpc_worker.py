@@ -6,8 +6,8 @@ On each host in group rpc_workers:
 
 - the system user `llama-rpc` (no login shell, no home) in the groups render and video;
 - `halo-rpc@.service`, a template unit with one instance per RPC server, named by its port. Instance
-  N reads /etc/halo-provision/rpc-N.env (address, port, device, threads and the id of the llama.cpp
-  build), runs `<llama_cpp_prefix>/current/bin/ggml-rpc-server -H <rpc_bind_address> -p N -c
+  N reads /etc/halo-provision/rpc-N.env (root-only: address, port, device, threads, the id of the
+  llama.cpp build, and `rpc_env` with the instance's own `env` over it), runs `<llama_cpp_prefix>/current/bin/ggml-rpc-server -H <rpc_bind_address> -p N -c
   [-d <device>] [-t <threads>]` as that user with its tensor cache in /var/lib/halo-rpc/rpc, and
   is restarted only when the unit, its env file or the build changed. `rpc_instances` lists the
   servers ([] = one on rpc_port); instances no longer listed are stopped, disabled and their env
@@ -35,7 +35,7 @@ from pyinfra.facts.server import Which
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploys.common import HostCheckFailed, install_packages, warn
+from deploys.common import HostCheckFailed, env_file_line, install_packages, warn
 from deploys.groups import GPU_GROUPS
 from deploys.settings import HEAD_GROUP, IPAddress, RpcInstance, settings
 from facts.distro import Distro
@@ -82,10 +82,13 @@ def unit_data(prefix: str, stamp: dict) -> dict:
     return {"service_user": USER, "env_dir": ENV_DIR, "binary": binary}
 
 
-def env_data(address: IPAddress, server: RpcInstance, stamp: dict) -> dict:
-    """Values of /etc/halo-provision/rpc-<port>.env for one instance."""
+def env_data(address: IPAddress, server: RpcInstance, stamp: dict, rpc_env: dict[str, str]) -> dict:
+    """Values of /etc/halo-provision/rpc-<port>.env for one instance: `env` is rpc_env with the
+    instance's own env over it, as EnvironmentFile= lines."""
+    env = {**rpc_env, **server.env}
     return {"build_id": stamp["id"], "address": str(address), "port": server.port,
-            "device": server.device, "threads": server.threads}
+            "device": server.device, "threads": server.threads,
+            "env": [env_file_line(name, value) for name, value in env.items()]}
 
 
 def firewall_data(ports: list[int], sources: list[IPAddress]) -> dict:
@@ -168,14 +171,16 @@ def rpc_unit(prefix: str, ref: str):
 
 
 @operation()
-def rpc_env_file(prefix: str, ref: str, address: IPAddress, server: RpcInstance):
-    """Write /etc/halo-provision/rpc-<port>.env, with the id of the build `current` points at when this runs."""
+def rpc_env_file(prefix: str, ref: str, address: IPAddress, server: RpcInstance, rpc_env: dict[str, str]):
+    """Write /etc/halo-provision/rpc-<port>.env (root-only: rpc_env may hold secrets), with the id of
+    the build `current` points at when this runs."""
     stamp = _current_build(prefix, ref)
     if stamp is None:
         yield _no_build(prefix)
         return
     yield from files.template._inner(src=template("etc/halo-provision/rpc.env.j2"), dest=env_path(server.port),
-                                     mode="644", jinja_env_kwargs=dict(JINJA), **env_data(address, server, stamp))
+                                     user="root", group="root", mode="600", jinja_env_kwargs=dict(JINJA),
+                                     **env_data(address, server, stamp, rpc_env))
 
 
 @operation()
@@ -257,7 +262,7 @@ def rpc_worker() -> None:
     for rpc in servers:
         instance = f"halo-rpc@{rpc.port}.service"
         env = rpc_env_file(name=f"Write the settings of halo-rpc@{rpc.port}", prefix=prefix, ref=ref,
-                           address=s.rpc_bind_address, server=rpc)
+                           address=s.rpc_bind_address, server=rpc, rpc_env=s.rpc_env)
         systemd.service(name=f"Restart halo-rpc@{rpc.port} for its new unit, settings or build", service=instance,
                         running=True, restarted=True, _if=any_changed(unit, env))
         systemd.service(name=f"Run halo-rpc@{rpc.port} now and at every boot", service=instance,

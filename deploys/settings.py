@@ -49,6 +49,8 @@ __all__ = [
     "HEAD_GROUP",
     "PREFIXES",
     "RPC_WORKERS_GROUP",
+    "HEAD_MANAGED_ENV",
+    "RPC_MANAGED_ENV",
     "RpcInstance",
     "TTM_PAGES_PER_GIB",
     "VARIABLES",
@@ -212,6 +214,45 @@ UserName = Annotated[str, Strict(), StringConstraints(pattern=_USER_NAME_RE)]
 HttpUrl = Annotated[str, Strict(), StringConstraints(pattern=_HTTP_URL_RE)]
 # ggml device names for `ggml-rpc-server -d`, e.g. "ROCm0" or "Vulkan0,Vulkan1".
 DeviceList = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")]
+# Environment of a service: POSIX names; values without newlines, NULs or other control characters
+# (tab allowed), so one quoted line of a systemd EnvironmentFile holds each (deploys/common.py).
+EnvName = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+EnvValue = Annotated[str, Strict(), StringConstraints(pattern=r"^[^\x00-\x08\x0a-\x1f\x7f]{0,4096}$")]
+EnvVars = dict[EnvName, EnvValue]
+
+# Environment variables the steps set themselves, with the variable that sets each: refused in
+# rpc_env / rpc_instances env (halo-rpc@.service, rpc-<port>.env) and head_env (llama-server.env).
+# head_env refuses every other LLAMA_ARG_* too: llama-server's flags come from the head_* variables.
+RPC_MANAGED_ENV = {
+    "RPC_HOST": "rpc_bind_address",
+    "RPC_PORT": "rpc_port or the instance's port",
+    "RPC_DEVICE_ARGS": "the instance's device",
+    "RPC_THREADS_ARGS": "the instance's threads",
+    "LLAMA_BUILD_ID": "llama_cpp_ref (the build's id)",
+    "LLAMA_CACHE": "nothing (the unit keeps the tensor cache in its state directory)",
+    "MESA_SHADER_CACHE_DIR": "nothing (the unit gives Mesa its cache directory)",
+}
+HEAD_MANAGED_ENV = {
+    "LLAMA_ARG_MODEL": "model_path or model_url",
+    "LLAMA_ARG_HOST": "head_bind_address",
+    "LLAMA_ARG_PORT": "head_port",
+    "LLAMA_ARG_N_GPU_LAYERS": "head_gpu_layers",
+    "LLAMA_ARG_FLASH_ATTN": "head_flash_attn",
+    "LLAMA_ARG_CTX_SIZE": "head_ctx_size",
+    "LLAMA_ARG_N_PARALLEL": "head_parallel",
+    "LLAMA_ARG_CACHE_TYPE_K": "head_cache_type_k",
+    "LLAMA_ARG_CACHE_TYPE_V": "head_cache_type_v",
+    "LLAMA_ARG_LOG_VERBOSITY": "head_log_verbosity",
+    "LLAMA_ARG_ENDPOINT_METRICS": "head_metrics",
+    "LLAMA_ARG_RPC": "the rpc_workers group (the --rpc list)",
+    "LLAMA_ARG_TENSOR_SPLIT": "head_tensor_split",
+    "LLAMA_ARG_LOAD_MODE": "nothing (the step probes the build's load mode)",
+    "LLAMA_ARG_DIO": "nothing (the step probes the build's load mode)",
+    "LLAMA_ARG_API_KEY": "head_api_key_file (a key belongs in no environment)",
+    "LLAMA_ARG_API_KEY_FILE": "head_api_key_file",
+    "MESA_SHADER_CACHE_DIR": "nothing (the unit gives Mesa its cache directory)",
+    "HALO_LLAMA_SERVER_ARGS": "head_extra_args and the head_* variables without an LLAMA_ARG_* twin",
+}
 
 
 # llama-server's KV cache types (-ctk/-ctv), as its --help lists them.
@@ -248,6 +289,7 @@ class RpcInstance(BaseModel):
     threads: Annotated[int, Strict(), Field(ge=1, le=1024)] | None = None
     # the one head that uses this server (an RPC server serves one client at a time); None: every head
     head: Annotated[str, Strict(), StringConstraints(min_length=1)] | None = None
+    env: EnvVars = {}  # over rpc_env, for this instance only
 
 
 # What is valid, per variable: the tail of "... is invalid: expected <this>."
@@ -298,8 +340,13 @@ VALID: dict[str, str] = {
     "rpc_instances": (
         "a list of RPC servers such as [{'port': 50052, 'device': 'ROCm0', 'threads': 8}] "
         "(port 1024 to 65535, each port once; optional device: ggml device names separated by commas; "
-        "optional threads 1 to 1024; optional head: the name of the one head that uses this server), "
-        "or [] for one server on rpc_port"
+        "optional threads 1 to 1024; optional head: the name of the one head that uses this server; "
+        "optional env: a dict like rpc_env, over it for this instance), or [] for one server on rpc_port"
+    ),
+    "rpc_env": (
+        "a dict of environment variables for the RPC servers, such as {'GGML_VK_VISIBLE_DEVICES': '0'} "
+        "(names: a letter or '_' first, then letters, digits or '_'; values: strings without newlines, "
+        "NULs or other control characters, at most 4096 characters)"
     ),
     "llama_cpp_repo": (
         "a git repository URL (https://, http://, git://, ssh://, file://) or an absolute path, "
@@ -387,6 +434,11 @@ VALID: dict[str, str] = {
         "a list of further llama-server arguments such as ['--cache-reuse', '256'] (an option first; "
         "no spaces, quotes, backslashes or $ % ; & < > ` #; none that a head_ variable or model_path sets)"
     ),
+    "head_env": (
+        "a dict of environment variables for llama-server, such as {'ROCBLAS_USE_HIPBLASLT': '1'} "
+        "(names: a letter or '_' first, then letters, digits or '_'; values: strings without newlines, "
+        "NULs or other control characters, at most 4096 characters)"
+    ),
     "model_path": "an absolute path of a GGUF file on the head, such as '/srv/models/model.gguf', or None",
     "model_url": "an http:// or https:// URL of a GGUF file, or None",
     "model_sha256": "the sha256 of the file at model_url as 64 hex digits, or None",
@@ -438,6 +490,7 @@ class Settings(BaseModel):
     rpc_bind_address: BindAddress = None
     rpc_allow_any_address: Annotated[bool, Strict()] = False
     rpc_instances: list[RpcInstance] = []
+    rpc_env: EnvVars = {}
 
     # llama.cpp build (every host of the cluster)
     llama_cpp_repo: Annotated[str, Strict(), StringConstraints(pattern=_GIT_URL_RE)] = (
@@ -499,6 +552,7 @@ class Settings(BaseModel):
     head_fit_check: Literal["on", "warn", "off"] = "on"
     head_fit_reserve_mib: Annotated[int, Strict(), Field(ge=0, le=1_048_576)] = 1024
     head_rpc_servers: Literal["all", "auto"] = "all"
+    head_env: EnvVars = {}
 
     # the model llama-server serves (head; deploys/head.py)
     model_path: AbsPath | None = None
@@ -560,6 +614,7 @@ class Settings(BaseModel):
                 ("rpc_instances", f"port {port} is used by {ports.count(port)} instances; expected each on its own port")
             )
         issues.extend(("kernel_extra_args", d) for d in _kernel_extra_args_problems(self))
+        issues.extend(_env_problems(self))
         if self.rocm_source == "therock":
             needs = {
                 "rocm_tarball_url": "the http:// or https:// URL of the TheRock tarball to install",
@@ -865,6 +920,24 @@ def _serving_problems(s: Settings) -> list[tuple[str, str]]:
     return problems
 
 
+def _env_problems(s: Settings) -> list[tuple[str, str]]:
+    """rpc_env, the instances' env and head_env must not set what the steps set themselves."""
+    def managed(env: dict[str, str], ours: dict[str, str], where: str) -> list[str]:
+        return [f"{name} is set by halo-provision{where} from {ours[name]}; expected no {name} here"
+                + ("" if ours[name].startswith("nothing") else f" (set {ours[name].split(' (')[0]} instead)")
+                for name in env if name in ours]
+
+    problems = [("rpc_env", d) for d in managed(s.rpc_env, RPC_MANAGED_ENV, " in halo-rpc@ units")]
+    for instance in s.rpc_instances:
+        problems += [("rpc_instances", d) for d in managed(instance.env, RPC_MANAGED_ENV,
+                                                            f" in halo-rpc@{instance.port}")]
+    problems += [("head_env", d) for d in managed(s.head_env, HEAD_MANAGED_ENV, " in llama-server's settings")]
+    problems += [("head_env", f"{name} is one of llama-server's flags, and halo-provision writes those from "
+                  f"the head_* variables; expected no LLAMA_ARG_* here (set the head_* variable of that flag)")
+                 for name in s.head_env if name.startswith("LLAMA_ARG_") and name not in HEAD_MANAGED_ENV]
+    return problems
+
+
 def _kernel_extra_args_problems(s: Settings) -> list[str]:
     """kernel_extra_args must not repeat a key, set what ttm_gib / iommu_mode manage, or take the host off
     the network or the GPU off the bus (unless kernel_allow_risky_args)."""
@@ -1043,9 +1116,13 @@ def _validation_problems(
         variable = str(err["loc"][0])
         items = [part for part in err["loc"][1:] if isinstance(part, int)]
         detail = "expected " + VALID[variable]
+        keys = [part for part in err["loc"][1:] if isinstance(part, str)]
         if items and isinstance(raw.get(variable), (list, tuple)):
             bad = raw[variable][items[0]]
             detail = f"entry {bad!r} is not allowed; " + detail
+        elif keys and isinstance(raw.get(variable), dict) and keys[0] in raw[variable]:
+            part = "name" if "[key]" in err["loc"] else "value"
+            detail = f"the {part} of entry {keys[0]!r}: {raw[variable][keys[0]]!r} is not allowed; " + detail
         if variable in seen:  # one line per variable (unions report several errors)
             continue
         seen.add(variable)

@@ -69,6 +69,8 @@ rpc_bind_address = None
 rpc_allow_any_address = False
 # RPC servers of this worker, e.g. [{"port": 50052, "device": "ROCm0", "threads": 8}]; [] = one on rpc_port.
 rpc_instances = []
+# Environment of the RPC servers, e.g. {"GGML_VK_VISIBLE_DEVICES": "0"}; an instance's "env" goes over it.
+rpc_env = {}
 
 # --- llama.cpp build (every host: one commit for the whole cluster) ---
 # Git repository of llama.cpp (a URL or a path on the host).
@@ -113,6 +115,8 @@ head_log_verbosity = 4
 head_api_key_file = None
 # Seconds to wait for GET /health to answer 200 after a (re)start.
 head_ready_timeout_s = 600
+# Environment of llama-server, e.g. {"ROCBLAS_USE_HIPBLASLT": "1"}; none set by default.
+head_env = {}
 
 # --- llama-server tuning (hosts in group head; None = llama.cpp's default) ---
 # Model name the API shows and accepts, e.g. "qwen3-235b"; None = the model file's path (-a).

@@ -100,7 +100,13 @@ CASES = [
              "each on its own port", halo2(rpc_instances=[{"port": 50053}, {"port": 50053}])),
     BadInput("rpc_instance_unknown_key", "halo2: rpc_instances = [{'port': 50053, 'gpu': 'ROCm0'}] is invalid",
              "optional device", halo2(rpc_instances=[{"port": 50053, "gpu": "ROCm0"}])),
+    BadInput("rpc_env_newline", "halo2: rpc_env = {'GGML_VK_VISIBLE_DEVICES': '0\\nRPC_PORT=1'} is invalid",
+             "without newlines", halo2(rpc_env={"GGML_VK_VISIBLE_DEVICES": "0\nRPC_PORT=1"})),
+    BadInput("rpc_env_sets_the_port", "halo2: rpc_env = {'RPC_PORT': '1'} is invalid",
+             "expected no RPC_PORT here", halo2(rpc_env={"RPC_PORT": "1"})),
     # the head
+    BadInput("head_env_sets_the_model", "halo1: head_env = {'LLAMA_ARG_MODEL': '/x.gguf'} is invalid",
+             "set model_path or model_url instead", {"halo1": {"head_env": {"LLAMA_ARG_MODEL": "/x.gguf"}}}),
     BadInput("head_in_its_own_rpc_list", "halo3: rpc_bind_address = '{halo1}' is invalid",
              "expected halo3's own cluster-link address",
              {"halo3": {"rpc_bind_address": "{halo1}"}}, groups={"head": ["halo1"], "rpc_workers": ["halo2", "halo3"]}),

@@ -18,14 +18,15 @@ HEAD = "halo1"
 LIST_FILES = r"""shopt -s nullglob
 find /etc/default/grub /etc/default/grub.halo-provision-*.bak /boot/grub/grub.cfg \
      /etc/apt/keyrings/*rocm* /etc/apt/sources.list.d/*rocm* /etc/apt/preferences.d/*rocm* \
-     /etc/halo-provision /var/lib/halo-provision /var/lib/halo-rpc /opt/llama.cpp /opt/rocm* \
+     /etc/halo-provision /var/lib/halo-provision /var/lib/halo-rpc /var/cache/halo-rpc \
+     /var/cache/halo-llama-server /opt/llama.cpp /opt/rocm* \
      $(find /etc/systemd/system -name 'halo-*' ! -name 'halo-lab-*') \
      -xdev -printf '%y %u %g %m %p\n' 2>/dev/null | sort -k5; true"""
 EXPECTED = {  # path: (owner, mode) on the hosts that have it
     "/etc/default/grub": ("root", "644"),
     "/etc/halo-provision": ("root", "755"),
     "/etc/halo-provision/llama-server.env": ("root", "600"),  # the head's settings: root-only
-    "/etc/halo-provision/rpc-50052.env": ("root", "644"),  # address, port, build id: nothing secret
+    "/etc/halo-provision/rpc-50052.env": ("root", "600"),  # address, port, build id, rpc_env (may be secret)
     "/etc/halo-provision/firewall.nft": ("root", "644"),
     "/etc/systemd/system/halo-rpc@.service": ("root", "644"),
     "/etc/systemd/system/halo-firewall.service": ("root", "644"),
@@ -33,9 +34,12 @@ EXPECTED = {  # path: (owner, mode) on the hosts that have it
     "/var/lib/halo-provision/models": ("root", "755"),
     "/var/lib/halo-rpc": ("llama-rpc", "750"),
     "/var/lib/halo-rpc/rpc": ("llama-rpc", "700"),
+    "/var/cache/halo-rpc": ("llama-rpc", "750"),  # Mesa's shader cache (CacheDirectory=)
+    "/var/cache/halo-llama-server": ("llama-server", "750"),
     "/opt/llama.cpp": ("root", "755"),
 }
-SERVICE_OWNED = {"/var/lib/halo-rpc": "llama-rpc"}  # a service's own state: its user's, closed to others
+SERVICE_OWNED = {"/var/lib/halo-rpc": "llama-rpc", "/var/cache/halo-rpc": "llama-rpc",
+                 "/var/cache/halo-llama-server": "llama-server"}  # a service's own state: its user's, closed to others
 
 
 def written_files(name: str) -> dict[str, tuple[str, str, str, str]]:

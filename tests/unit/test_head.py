@@ -31,7 +31,7 @@ from deploys.head import (
     verified_download,
     workers_of,
 )
-from deploys.settings import Settings, SettingsError, validate_inventory
+from deploys.settings import HEAD_MANAGED_ENV, Settings, SettingsError, validate_inventory
 from facts.llama_server import HttpStatus, LlamaServerHelp, LlamaServerStatus, help_flags, load_mode_flag
 
 HOST_BUILD = Path("/var/cache/halo-src/build-cpu/bin/llama-server")  # the CPU build on the dev machine
@@ -166,6 +166,60 @@ def test_env_file_is_comments_then_one_variable_per_line():
     assert all(line.startswith("#") or line.startswith("LLAMA_ARG_") for line in lines)
     assert "LLAMA_ARG_DIO=1" in lines and "-dio" in lines[1]
     assert "API_KEY" not in text  # the key file reaches llama-server through the unit's credential
+
+
+def test_head_env_follows_the_llama_arg_lines_quoted_for_systemd():
+    s, rpc = head_view(inventory(halo1={"head_env": {"ROCBLAS_USE_HIPBLASLT": "1", "X": 'a "b" $c \\ d'}}))
+    text = env_file_text(server_env(s, rpc, "/m.gguf", None), None, s.head_env)
+    lines = text.splitlines()
+    assert lines[-3:] == ["# head_env, quoted for systemd:", 'ROCBLAS_USE_HIPBLASLT="1"', 'X="a \\"b\\" \\$c \\\\ d"']
+    assert lines.index("LLAMA_ARG_PORT=8080") < lines.index('ROCBLAS_USE_HIPBLASLT="1"')
+
+
+def test_no_head_env_by_default():
+    s, rpc = head_view(inventory())
+    assert s.head_env == {} and "head_env" not in env_file_text(server_env(s, rpc, "/m.gguf", None), None, s.head_env)
+
+
+def test_every_variable_the_step_writes_is_refused_in_head_env():
+    s, rpc = head_view(inventory(halo1={"head_tensor_split": [1, 1, 1]}))
+    written = set(server_env(s, rpc, "/m.gguf", "--load-mode")) | set(server_env(s, rpc, "/m.gguf", "-dio"))
+    written |= {line.split("=")[1] for line in directives(render_unit(s)) if line.startswith("Environment=")}
+    assert written <= set(HEAD_MANAGED_ENV), "add the new variable to HEAD_MANAGED_ENV in deploys/settings.py"
+    for name in written:
+        with pytest.raises(SettingsError) as info:
+            validate_inventory(inventory(halo1={"head_env": {name: "1"}}))
+        (problem,) = info.value.problems
+        assert problem.startswith("halo1: head_env = {") and f"{name} is set by halo-provision" in problem
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"LLAMA_ARG_CTX_SIZE": "4096"}, ["LLAMA_ARG_CTX_SIZE is set by halo-provision", "set head_ctx_size instead"]),
+    ({"LLAMA_ARG_API_KEY": "secret"}, ["a key belongs in no environment", "set head_api_key_file instead"]),
+    ({"1BAD": "x"}, ["the name of entry '1BAD'", "a letter or '_' first"]),
+    ({"A-B": "x"}, ["the name of entry 'A-B'"]),
+    ({"A": "x\ny"}, ["the value of entry 'A': 'x\\ny' is not allowed", "without newlines, NULs"]),
+    ({"A": "x\x00"}, ["the value of entry 'A'"]),
+    ({"A": 1}, ["the value of entry 'A': 1 is not allowed"]),
+    (["A=1"], ["a dict of environment variables for llama-server"]),
+])
+def test_bad_head_env_is_refused_naming_the_entry(env, words):
+    with pytest.raises(SettingsError) as info:
+        validate_inventory(inventory(halo1={"head_env": env}))
+    (problem,) = info.value.problems
+    assert problem.startswith(f"halo1: head_env = {env!r} is invalid: ") and problem.endswith(".")
+    assert "\n" not in problem
+    for word in words:
+        assert word in problem, problem
+
+
+def test_every_llama_arg_flag_is_refused_in_head_env_and_other_names_pass():
+    with pytest.raises(SettingsError) as info:
+        validate_inventory(inventory(halo1={"head_env": {"LLAMA_ARG_ALIAS": "tiny"}}))
+    (problem,) = info.value.problems
+    assert "LLAMA_ARG_ALIAS is one of llama-server's flags" in problem and "set the head_* variable" in problem
+    s, _ = head_view(inventory(halo1={"head_env": {"GPU_MAX_HW_QUEUES": "2", "llama_arg_lower": "x"}}))
+    assert s.head_env == {"GPU_MAX_HW_QUEUES": "2", "llama_arg_lower": "x"}
 
 
 def test_ipv6_listen_address_and_health_url():
@@ -315,7 +369,14 @@ def test_unit_runs_current_as_an_unprivileged_hardened_service():
                    "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet=",
                    "DeviceAllow=/dev/kfd rw", "Restart=on-failure"]:
         assert wanted in lines, wanted
-    assert not any(line.startswith(("LoadCredential", "Environment=")) for line in lines)
+    assert not any(line.startswith(("LoadCredential", "Environment=LLAMA")) for line in lines)
+
+
+def test_unit_gives_mesa_a_writable_shader_cache():
+    s, _ = head_view(inventory())
+    lines = directives(render_unit(s))
+    assert "CacheDirectory=halo-llama-server" in lines
+    assert "Environment=MESA_SHADER_CACHE_DIR=/var/cache/halo-llama-server" in lines
 
 
 def test_unit_hands_the_api_key_file_over_as_a_credential():

@@ -40,8 +40,8 @@ STAMP = {
 HEAD = ip_address("10.151.0.11")
 
 
-def env_lines(server: RpcInstance, address="10.151.0.12") -> dict[str, str]:
-    text = render("etc/halo-provision/rpc.env.j2", **env_data(ip_address(address), server, STAMP))
+def env_lines(server: RpcInstance, address="10.151.0.12", rpc_env: dict | None = None) -> dict[str, str]:
+    text = render("etc/halo-provision/rpc.env.j2", **env_data(ip_address(address), server, STAMP, rpc_env or {}))
     return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
 
 
@@ -62,11 +62,26 @@ def test_env_file_with_device_and_threads():
     assert lines["RPC_THREADS_ARGS"] == "-t 8"
 
 
+def test_env_file_has_rpc_env_then_the_instance_env_over_it_quoted():
+    server = RpcInstance(port=50053, env={"GGML_VK_VISIBLE_DEVICES": "1", "Y": "it's $HOME"})
+    lines = env_lines(server, rpc_env={"GGML_VK_VISIBLE_DEVICES": "0", "ROCBLAS_USE_HIPBLASLT": "1"})
+    assert lines["GGML_VK_VISIBLE_DEVICES"] == '"1"'
+    assert lines["ROCBLAS_USE_HIPBLASLT"] == '"1"'
+    assert lines["Y"] == '"it\'s \\$HOME"'
+    assert lines["RPC_PORT"] == "50053"
+
+
+def test_env_file_changes_with_rpc_env_only_for_the_instances_it_reaches():
+    plain, own = RpcInstance(port=50052), RpcInstance(port=50053, env={"A": "2"})
+    assert env_lines(plain, rpc_env={"A": "1"}) != env_lines(plain, rpc_env={"A": "3"})
+    assert env_lines(own, rpc_env={"A": "1"}) == env_lines(own, rpc_env={"A": "3"})  # its own A wins
+
+
 def test_env_file_changes_with_the_build():
     other = dict(STAMP, id="fedcba987654-1a2b3c4d")
     server = RpcInstance(port=50052)
-    first = render("etc/halo-provision/rpc.env.j2", **env_data(HEAD, server, STAMP))
-    second = render("etc/halo-provision/rpc.env.j2", **env_data(HEAD, server, other))
+    first = render("etc/halo-provision/rpc.env.j2", **env_data(HEAD, server, STAMP, {}))
+    second = render("etc/halo-provision/rpc.env.j2", **env_data(HEAD, server, other, {}))
     assert first != second and "LLAMA_BUILD_ID=fedcba987654-1a2b3c4d" in second
 
 
@@ -90,6 +105,12 @@ def test_unit_runs_the_current_build_with_the_instance_settings():
 def test_unit_names_the_binary_as_an_older_build_does():
     old = dict(STAMP, rpc_server="/srv/llama/builds/x/bin/rpc-server")
     assert "ExecStart=/srv/llama/current/bin/rpc-server -H" in unit_text(old, "/srv/llama")
+
+
+def test_unit_gives_mesa_a_writable_shader_cache():
+    lines = directives(unit_text())
+    assert "CacheDirectory=halo-rpc" in lines
+    assert "Environment=MESA_SHADER_CACHE_DIR=/var/cache/halo-rpc" in lines
 
 
 def test_unit_hardening():
@@ -242,6 +263,31 @@ def test_bad_instances_are_refused(instances, words):
     assert problem.startswith(f"halo2: rpc_instances = {instances!r} is invalid: ")
     for word in words:
         assert word in problem
+
+
+@pytest.mark.parametrize("env", [{"RPC_PORT": "1"}, {"MESA_SHADER_CACHE_DIR": "/tmp"}, {"LLAMA_CACHE": "/x"}])
+def test_rpc_env_may_not_set_what_the_unit_sets(env):
+    with pytest.raises(SettingsError) as info:
+        validate_inventory(inventory(halo2={"rpc_env": env}))
+    (problem,) = info.value.problems
+    assert problem.startswith(f"halo2: rpc_env = {env!r} is invalid: {next(iter(env))} is set by halo-provision")
+
+
+def test_an_instance_env_is_checked_like_rpc_env():
+    instances = [{"port": 50052, "env": {"RPC_HOST": "0.0.0.0"}}]
+    with pytest.raises(SettingsError) as info:
+        validate_inventory(inventory(halo2={"rpc_instances": instances}))
+    (problem,) = info.value.problems
+    assert "RPC_HOST is set by halo-provision in halo-rpc@50052 from rpc_bind_address" in problem
+    with pytest.raises(SettingsError) as info:
+        validate_inventory(inventory(halo2={"rpc_instances": [{"port": 50052, "env": {"A": "x\ny"}}]}))
+    assert "optional env: a dict like rpc_env" in info.value.problems[0]
+
+
+def test_rpc_env_reaches_every_instance():
+    s = validate_inventory(inventory(halo2={"rpc_env": {"GGML_VK_VISIBLE_DEVICES": "0"},
+                                            "rpc_instances": [{"port": 50052, "device": "Vulkan0"}]}))["halo2"]
+    assert s.rpc_env == {"GGML_VK_VISIBLE_DEVICES": "0"} and s.rpc_servers[0].env == {}
 
 
 def test_instances_on_another_workers_address_and_port_are_refused():
