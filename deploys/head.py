@@ -15,7 +15,9 @@ On each host in group head:
   then `head_env` (other environment, e.g. ROCm/Mesa tunables), quoted for systemd;
 - halo-llama-server.service, hardened, running `<llama_cpp_prefix>/current/bin/llama-server`;
   with `head_api_key_file`, systemd hands that root-only file to the service as a credential
-  (LoadCredential=), so the key is in no unit, environment file or command line;
+  (LoadCredential=), so the key is in no unit, environment file or command line. A build whose
+  --help names no LLAMA_ARG_API_KEY_FILE (older than mid-2026) would ignore the key and serve open:
+  the host then fails before llama-server is (re)started, with the fix;
 - a restart only when the unit, the settings or the model changed, or `current` is a newer build
   than the running process; then the step waits for GET /health to answer 200 (loading over RPC
   takes minutes on big models; progress lines with pyinfra -vvv) and fails with the service's
@@ -51,7 +53,7 @@ from deploys.progress import long_work
 from deploys.serving import ARGS_VARIABLE, env_value, server_args, supported_by_build, tuning_env
 from deploys.settings import RPC_WORKERS_GROUP, Settings, SettingsError, settings
 from facts.distro import Distro
-from facts.llama_server import HttpStatus, LlamaServerHelp, LlamaServerStatus
+from facts.llama_server import API_KEY_FILE_ENV, HttpStatus, LlamaServerHelp, LlamaServerStatus
 
 USER = "llama-server"
 UNIT = "halo-llama-server.service"
@@ -285,14 +287,27 @@ def private_key_file(path: str):
         host.noop(f"{path} is root-only")
 
 
+def api_key_unsupported(s: Settings) -> str:
+    """Why a head with head_api_key_file is not (re)started on a build that would ignore the key."""
+    return (f"head_api_key_file = {s.head_api_key_file!r} is set, but the llama-server at {binary(s)} "
+            f"(llama_cpp_ref = {s.llama_cpp_ref!r}) does not read {API_KEY_FILE_ENV}: its --help names no such "
+            "variable, so it would serve with no API key. llama-server was not (re)started. Set llama_cpp_ref to a "
+            "llama.cpp from mid-2026 or newer and run deploys/llama_cpp.py, or unset head_api_key_file to serve "
+            "without a key")
+
+
 @operation()
 def server_env_file(s: Settings, rpc: list[str], model: str):
-    """Write the root-only environment file for the binary `current` holds when this runs."""
+    """Write the root-only environment file for the binary `current` holds when this runs; fail the
+    host when that binary would ignore the API key asked for (before the unit is (re)started)."""
     rpc = rpc() if callable(rpc) else rpc  # head_rpc_servers = "auto": chosen when this runs
     probe = host.get_fact(LlamaServerHelp, binary=binary(s))
     if not probe["runs"]:
         yield failure(f"no working llama-server at {binary(s)}; run deploys/llama_cpp.py first "
                       "(deploys/full.py does), it builds llama.cpp and points `current` at the build")
+        return
+    if s.head_api_key_file is not None and not probe["api_key_file_env"]:
+        yield failure(api_key_unsupported(s))
         return
     text = env_file_text(server_env(s, rpc, model, probe["load_mode"]), probe["load_mode"], s.head_env)
     yield from files.put._inner(src=StringIO(text), dest=ENV_FILE, user="root", group="root", mode="600")

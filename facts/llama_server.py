@@ -19,6 +19,9 @@ from pyinfra.api import FactBase
 
 # An option at the start of a --help line: "-lm,   --load-mode MODE   model loading mode ..."
 _OPTION = re.compile(r"(--?[A-Za-z][A-Za-z0-9-]*)(?: [A-Z][A-Z0-9_.|-]*)?(?:,\s*|\s+|$)")
+# The environment twin llama.cpp appends to an option's help: "(env: LLAMA_ARG_API_KEY_FILE)"
+_ENV = re.compile(r"\(env: ([A-Z][A-Z0-9_]*)\)")
+API_KEY_FILE_ENV = "LLAMA_ARG_API_KEY_FILE"
 
 
 def help_flags(lines: list[str]) -> set[str]:
@@ -32,6 +35,11 @@ def help_flags(lines: list[str]) -> set[str]:
     return flags
 
 
+def help_envs(lines: list[str]) -> set[str]:
+    """The LLAMA_ARG_* variables that `llama-server --help` names as options' environment twins."""
+    return {name for line in lines for name in _ENV.findall(line)}
+
+
 def load_mode_flag(flags: set[str]) -> str | None:
     """How this build asks for DirectIO loading: "--load-mode" (MODE dio), "-dio" (older builds) or None."""
     if "--load-mode" in flags:
@@ -42,28 +50,32 @@ def load_mode_flag(flags: set[str]) -> str | None:
 
 
 class LlamaServerHelp(FactBase[dict]):
-    """What the llama-server binary accepts, from its --help: whether it ran, and its load-mode flag.
+    """What the llama-server binary accepts, from its --help: whether it ran, its load-mode flag, and
+    whether it reads the API key file from LLAMA_ARG_API_KEY_FILE (builds since mid-2026; an older
+    build ignores that variable and serves with no key).
 
     .. code:: python
 
-        {"runs": True, "load_mode": "--load-mode"}   # or "-dio" (older builds), or None (neither)
+        {"runs": True, "load_mode": "--load-mode",   # or "-dio" (older builds), or None (neither)
+         "api_key_file_env": True}
 
-    Default: {"runs": False, "load_mode": None} (no binary, or it does not run).
+    Default: {"runs": False, "load_mode": None, "api_key_file_env": False} (no binary, or it does not run).
     """
 
     @staticmethod
     def default() -> dict:
-        return {"runs": False, "load_mode": None}
+        return {"runs": False, "load_mode": None, "api_key_file_env": False}
 
     def command(self, binary: str) -> str:
         b = shlex.quote(binary)
-        return f"if [ -x {b} ]; then {b} --help 2>&1 | grep -E '^-'; fi; true"
+        return f"if [ -x {b} ]; then {b} --help 2>&1 | grep -E '^-|\\(env: '; fi; true"
 
     def process(self, output: list[str]) -> dict:
         flags = help_flags(output)
         if "--help" not in flags:
             return self.default()
-        return {"runs": True, "load_mode": load_mode_flag(flags)}
+        return {"runs": True, "load_mode": load_mode_flag(flags),
+                "api_key_file_env": API_KEY_FILE_ENV in help_envs(output)}
 
 
 class LlamaServerStatus(FactBase[dict]):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import shutil
 import subprocess
 import threading
@@ -27,6 +28,7 @@ from deploys.head import (
     render_unit,
     rpc_servers,
     server_env,
+    server_env_file,
     serving,
     verified_download,
     workers_of,
@@ -409,7 +411,8 @@ def test_probe_of_a_real_build():
     command = LlamaServerHelp().command(binary=str(HOST_BUILD))
     proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stderr == ""
-    assert LlamaServerHelp().process(proc.stdout.splitlines()) == {"runs": True, "load_mode": "--load-mode"}
+    assert LlamaServerHelp().process(proc.stdout.splitlines()) == {"runs": True, "load_mode": "--load-mode",
+                                                                   "api_key_file_env": True}
 
 
 def test_probe_of_a_missing_binary_is_the_default():
@@ -519,3 +522,40 @@ def test_api_key_file_root_only_passes():
     commands, noops = run_operation(private_key_file, {File: {"user": "root", "mode": 600, "size": 65}},
                                     path="/etc/halo-provision/api-key")
     assert commands == [] and noops == ["/etc/halo-provision/api-key is root-only"]
+
+
+def probed(case: str) -> dict:
+    """LlamaServerHelp of a captured --help (tests/unit/facts/LlamaServerHelp/<case>.json)."""
+    path = Path(__file__).parent / "facts" / "LlamaServerHelp" / f"{case}.json"
+    return LlamaServerHelp().process(json.loads(path.read_text())["output"].splitlines())
+
+
+KEYED = Settings(head_api_key_file="/etc/halo-provision/api-key", **MODEL)
+
+
+def env_file_commands(s: Settings, help_case: str, monkeypatch) -> list:
+    """What server_env_file yields for this --help; files.put stands in as the string "put"."""
+    import deploys.head
+
+    monkeypatch.setattr(deploys.head.files.put, "_inner", lambda **kwargs: iter(["put"]))
+    commands, _ = run_operation(server_env_file, {LlamaServerHelp: probed(help_case)},
+                                s=s, rpc=[], model=MODEL["model_path"])
+    return commands
+
+
+@pytest.mark.parametrize("case", ["api_key_file_not_from_env", "before_direct_io", "direct_io_build"])
+def test_a_build_that_would_ignore_the_api_key_is_not_started(case, monkeypatch):
+    (command,) = env_file_commands(KEYED, case, monkeypatch)  # no env file written, so nothing (re)starts on it
+    assert isinstance(command, FunctionCommand)
+    message = command.args[0]
+    assert message.startswith("halo1: head_api_key_file = '/etc/halo-provision/api-key' is set")
+    assert "does not read LLAMA_ARG_API_KEY_FILE" in message and "serve with no API key" in message
+    assert "llama_cpp_ref" in message and "unset head_api_key_file" in message
+
+
+def test_a_build_that_reads_the_api_key_file_gets_its_env_file(monkeypatch):
+    assert env_file_commands(KEYED, "load_mode_build", monkeypatch) == ["put"]
+
+
+def test_without_an_api_key_any_build_serves(monkeypatch):
+    assert env_file_commands(Settings(**MODEL), "before_direct_io", monkeypatch) == ["put"]
