@@ -9,14 +9,18 @@ On each host in group rpc_workers:
   N reads /etc/halo-provision/rpc-N.env (root-only: address, port, device, threads, the id of the
   llama.cpp build, and `rpc_env` with the instance's own `env` over it), runs `<llama_cpp_prefix>/current/bin/ggml-rpc-server -H <rpc_bind_address> -p N -c
   [-d <device>] [-t <threads>]` as that user with its tensor cache in /var/lib/halo-rpc/rpc, and
-  is restarted only when the unit, its env file or the build changed. `rpc_instances` lists the
+  is restarted only when the unit, its env file or the build changed. The RPC server exits with
+  status 0 when it cannot bind (a cluster link that gets its address late) or gets a bad argument:
+  systemd restarts it every 2 s whatever its exit status, and never gives up. `rpc_instances` lists the
   servers ([] = one on rpc_port); instances no longer listed are stopped, disabled and their env
   file removed;
 - a firewall for the RPC ports: the nftables table `inet halo_provision` (/etc/halo-provision/
   firewall.nft, loaded at boot by halo-firewall.service) accepts the heads and drops everyone else.
   firewalld's and ufw's own rules see the same packets and would drop the heads, so where one of
   them is active the heads are allowed there too: a firewalld service `halo-rpc` (the ports) with
-  one rich rule per head in the default zone, or ufw rules with the comment 'halo-provision'.
+  one rich rule per head in the zone of the interface carrying rpc_bind_address (Fedora Server puts
+  each NetworkManager connection in a zone of its own; an interface in no zone gets the default
+  zone), or ufw rules with the comment 'halo-provision'.
 
 The heads' addresses are Settings.head_source_address: a head's rpc_bind_address (its cluster-link
 address, from which it connects to the workers), else its head_bind_address, else its ssh_hostname
@@ -110,9 +114,23 @@ def rich_rule(source: IPAddress) -> str:
     return f'rule family="{family}" source address="{source}" service name="{FIREWALLD_SERVICE}" accept'
 
 
+def firewalld_zone(current: dict) -> str | None:
+    """The zone whose rules apply to the head's packets: that of the interface carrying
+    rpc_bind_address (Fedora Server puts each NetworkManager connection in a zone of its own), else
+    the default zone (an interface in no zone gets it). While no interface has the address (its link
+    is down), the zone that holds our rules already. None: firewalld named no zone."""
+    if current["interface"] is None:
+        placed = [zone for zone, rules in current["rich_rules"].items()
+                  if any(f'service name="{FIREWALLD_SERVICE}"' in r for r in rules)]
+        if placed:
+            return placed[0]
+    return current["interface_zone"] or current["default_zone"]
+
+
 def firewalld_commands(current: dict, ports: list[int], sources: list[IPAddress]) -> list[str]:
     """Commands that make firewalld's permanent config match: service halo-rpc = the ports, one rich
-    rule per head; rules naming that service for other sources go. `current`: FirewalldRpcRules."""
+    rule per head in the zone of the RPC interface (firewalld_zone); rules naming that service for
+    other sources, or in other zones, go. `current`: FirewalldRpcRules."""
     permanent = ["firewall-cmd", "--permanent"]
     service = [*permanent, f"--service={FIREWALLD_SERVICE}"]
     have_ports = current["ports"]
@@ -121,10 +139,16 @@ def firewalld_commands(current: dict, ports: list[int], sources: list[IPAddress]
     want_ports = [f"{port}/tcp" for port in sorted(set(ports))]
     commands += [[*service, f"--add-port={p}"] for p in want_ports if p not in have_ports]
     commands += [[*service, f"--remove-port={p}"] for p in have_ports if p not in want_ports]
-    ours = [r for r in current["rich_rules"] if f'service name="{FIREWALLD_SERVICE}"' in r]
+    target = firewalld_zone(current)
+    in_zone = [*permanent, f"--zone={target}"] if target else permanent
+    zones = current["rich_rules"]
+    ours = {zone: [r for r in rules if f'service name="{FIREWALLD_SERVICE}"' in r] for zone, rules in zones.items()}
     wanted = [rich_rule(source) for source in sources]
-    commands += [[*permanent, f"--add-rich-rule={r}"] for r in wanted if r not in ours]
-    commands += [[*permanent, f"--remove-rich-rule={r}"] for r in ours if r not in wanted]
+    have = ours.get(target, []) if target else [r for rules in ours.values() for r in rules]
+    commands += [[*in_zone, f"--add-rich-rule={r}"] for r in wanted if r not in have]
+    commands += [[*in_zone, f"--remove-rich-rule={r}"] for r in have if r not in wanted]
+    commands += [[*permanent, f"--zone={zone}", f"--remove-rich-rule={r}"]
+                 for zone, rules in ours.items() if target and zone != target for r in rules]
     if commands:
         commands.append(["firewall-cmd", "--reload"])  # the permanent config becomes the running one
     return [shlex.join(c) for c in commands]
@@ -198,11 +222,13 @@ def remove_stale_instances(wanted: list[int]):
 
 
 @operation()
-def firewalld_rpc_rules(ports: list[int], sources: list[IPAddress]):
-    """Allow the heads to the RPC ports in firewalld (service halo-rpc, one rich rule per head)."""
-    commands = firewalld_commands(host.get_fact(FirewalldRpcRules), ports, sources)
+def firewalld_rpc_rules(ports: list[int], sources: list[IPAddress], address: IPAddress):
+    """Allow the heads to the RPC ports in firewalld (service halo-rpc, one rich rule per head) in the
+    zone of the interface carrying `address` (rpc_bind_address), else the default zone."""
+    current = host.get_fact(FirewalldRpcRules, address=str(address))
+    commands = firewalld_commands(current, ports, sources)
     if not commands:
-        host.noop("firewalld already allows the heads to the RPC ports")
+        host.noop(f"firewalld already allows the heads to the RPC ports in zone {firewalld_zone(current)}")
     for command in commands:
         yield StringCommand(command)
 
@@ -228,8 +254,9 @@ def rpc_worker() -> None:
     prefix, ref = s.llama_cpp_prefix, s.llama_cpp_ref
     if s.rpc_bind_address.version == 6:
         warn(f"rpc_bind_address {s.rpc_bind_address} is IPv6, but llama.cpp's RPC server has listened on "
-             "IPv4 only so far (ggml-rpc opens an AF_INET socket): if halo-rpc@ keeps restarting, use the "
-             "worker's IPv4 cluster-link address")
+             "IPv4 only so far (ggml-rpc opens an AF_INET socket): if `journalctl -u 'halo-rpc@*'` says "
+             "\"Failed to create server socket\" every 2 s (systemd restarts it), use the worker's IPv4 "
+             "cluster-link address")
 
     for group in GPU_GROUPS:
         server.group(name=f"Create the {group} group", group=group, system=True)
@@ -254,7 +281,8 @@ def rpc_worker() -> None:
     systemd.service(name="Load the RPC firewall at every boot", service=FIREWALL_UNIT, running=True, enabled=True)
     frontends = host.get_fact(FirewallFrontends)
     if frontends["firewalld"]:
-        firewalld_rpc_rules(name="Allow the heads to the RPC ports in firewalld", ports=ports, sources=sources)
+        firewalld_rpc_rules(name="Allow the heads to the RPC ports in firewalld", ports=ports, sources=sources,
+                            address=s.rpc_bind_address)
     if frontends["ufw"]:
         ufw_rpc_rules(name="Allow the heads to the RPC ports in ufw", ports=ports, sources=sources)
 

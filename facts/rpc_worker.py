@@ -90,36 +90,71 @@ class FirewallFrontends(FactBase[dict]):
 
 
 class FirewalldRpcRules(FactBase[dict]):
-    """firewalld's permanent configuration for the RPC ports: the ports of our service `halo-rpc`
-    (None when the service does not exist) and the rich rules of the default zone.
+    """firewalld's configuration for the RPC ports: the ports of our service `halo-rpc` (permanent;
+    None when the service does not exist), the interface that carries `address` (the worker's
+    rpc_bind_address), that interface's zone now (None: in no zone, so the default zone's rules
+    apply to it), the default zone, and the permanent rich rules of every zone.
 
     .. code:: python
 
-        {"ports": ["50052/tcp"],
-         "rich_rules": ['rule family="ipv4" source address="10.151.0.11" service name="halo-rpc" accept']}
+        {"ports": ["50052/tcp"], "interface": "enp1s0", "interface_zone": "FedoraServer",
+         "default_zone": "FedoraServer",
+         "rich_rules": {"FedoraServer": ['rule family="ipv4" source address="10.151.0.11" service name="halo-rpc" accept'],
+                        "public": []}}
 
-    Default: {"ports": None, "rich_rules": []}.
+    Default: {"ports": None, "interface": None, "interface_zone": None, "default_zone": None, "rich_rules": {}}.
     """
 
     @staticmethod
     def default() -> dict:
-        return {"ports": None, "rich_rules": []}
+        return {"ports": None, "interface": None, "interface_zone": None, "default_zone": None, "rich_rules": {}}
 
-    def command(self) -> str:
+    def command(self, address: str) -> str:
         service = shlex.quote(f"--service={FIREWALLD_SERVICE}")
         return (
             "echo '## ports'; "
             f"firewall-cmd --permanent {service} --get-ports 2>/dev/null || echo '(no service)'; "
-            "echo '## rich rules'; firewall-cmd --permanent --list-rich-rules 2>/dev/null; true"
+            f"iface=$(ip -o addr show to {shlex.quote(address)} 2>/dev/null | awk '{{print $2; exit}}'); "
+            "echo '## interface'; echo \"$iface\"; "
+            "echo '## interface zone'; "
+            "[ -z \"$iface\" ] || firewall-cmd --get-zone-of-interface=\"$iface\" 2>/dev/null; "
+            "echo '## default zone'; firewall-cmd --get-default-zone 2>/dev/null; "
+            "echo '## zones'; firewall-cmd --permanent --list-all-zones 2>/dev/null; true"
         )
 
     def process(self, output: list[str]) -> dict:
-        found = {name: [line.strip() for line in lines if line.strip()] for name, lines in sections(output).items()}
-        ports_lines = found.get("ports")
+        found = sections(output)
+        words = {name: [line.strip() for line in lines if line.strip()] for name, lines in found.items()}
+        ports_lines = words.get("ports")
         ports = None
         if ports_lines is not None and "(no service)" not in ports_lines:
             ports = sorted(p for line in ports_lines for p in line.split() if re.fullmatch(r"\d+/\w+", p))
-        return {"ports": ports, "rich_rules": found.get("rich rules", [])}
+        return {"ports": ports, "interface": _name(words.get("interface")),
+                "interface_zone": _name(words.get("interface zone")),
+                "default_zone": _name(words.get("default zone")), "rich_rules": _zone_rules(found.get("zones", []))}
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.@:-]{1,32}")  # an interface or zone name ("no zone" is none)
+
+
+def _name(lines: list[str] | None) -> str | None:
+    return lines[0] if lines and len(lines) == 1 and _NAME.fullmatch(lines[0]) else None
+
+
+def _zone_rules(lines: list[str]) -> dict[str, list[str]]:
+    """Rich rules by zone from `firewall-cmd --list-all-zones`: a zone starts at an unindented line
+    ("public (default)"), its rich rules are the indented lines that start with "rule "."""
+    rules: dict[str, list[str]] = {}
+    zone = None
+    for line in lines:
+        if line and not line[0].isspace():
+            name = line.split()[0]
+            zone = name if _NAME.fullmatch(name) else None
+            if zone is not None:
+                rules.setdefault(zone, [])
+        elif zone is not None and line.strip().startswith("rule "):
+            rules[zone].append(line.strip())
+    return rules
 
 
 class UfwRpcRules(FactBase[list]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,52 @@ def test_changing_one_workers_servers_restarts_only_that_worker(cluster, tmp_pat
     assert {name: process_of(name) for name in ("halo1", "halo3")} == before
 
 
+def accepts(source: str, target_address: str, port: int = PORT) -> bool:
+    """A TCP connection from lab host `source` to target_address:port within 3 s."""
+    probe = lab.ssh(source, f"timeout 3 bash -c 'exec 3<>/dev/tcp/{target_address}/{port}'", check=False)
+    return probe.returncode == 0
+
+
+def test_a_worker_whose_address_comes_up_late_serves_by_itself(cluster, tmp_path):
+    """The cluster link gets its address after the RPC server started (a USB4/Thunderbolt link at
+    boot): ggml-rpc-server cannot bind and exits with status 0; systemd starts it again until the
+    address is there, and it serves within 15 s of the address coming back, with no run of ours."""
+    name, worker = "halo2", lab.running_host("halo2")
+    link = f"{lab.SUBNET}.112"  # a second address of halo2, its cluster-link address in this test
+    ip = ("ip", "-n", worker.netns, "addr")  # from outside, as a link going down and up
+    lab.run(*ip, "add", f"{link}/24", "dev", "eth0")
+    moved = inventory_with(tmp_path, halo2={"rpc_bind_address": link})
+    unit = f"halo-rpc@{PORT}.service"
+    try:
+        proc = cluster.run("deploys/rpc_worker.py", inventory=moved)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert accepts(HEAD, link)
+
+        lab.run(*ip, "del", f"{link}/24", "dev", "eth0")
+        lab.ssh(name, f"systemctl restart {unit}")
+        restarts = int(sh(name, f"systemctl show -p NRestarts --value {unit}"))
+        time.sleep(7)  # it fails to bind and exits with 0 several times
+        assert int(sh(name, f"systemctl show -p NRestarts --value {unit}")) >= restarts + 2
+        assert sh(name, f"systemctl is-failed {unit} || true") != "failed"
+        assert "Failed to create server socket" in sh(name, f"journalctl -u {unit} -n 20 --no-pager -o cat")
+        assert not accepts(HEAD, link)
+
+        lab.run(*ip, "add", f"{link}/24", "dev", "eth0")
+        back = time.monotonic()
+        while not accepts(HEAD, link):
+            assert time.monotonic() - back < 15, f"{unit} did not serve within 15 s of its address coming back"
+            time.sleep(0.5)
+        print(f"halo-rpc@{PORT} accepted the head {time.monotonic() - back:.1f} s after its address came back")
+        assert not accepts("halo3", link)  # still behind its firewall
+        assert_no_changes(cluster.run("deploys/rpc_worker.py", inventory=moved))
+    finally:
+        lab.run(*ip, "add", f"{link}/24", "dev", "eth0", check=False)
+        restored = cluster.run("deploys/rpc_worker.py")
+        lab.run(*ip, "del", f"{link}/24", "dev", "eth0", check=False)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert can_connect(HEAD, name)
+
+
 def test_a_new_build_restarts_the_server(cluster):
     """A new build id (what a new llama.cpp build brings) restarts the instance, once."""
     name = "halo2"
@@ -198,19 +245,32 @@ def test_ufw_on_a_worker_gets_a_rule_for_the_head(cluster):
                          "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ufw >/dev/null", check=False)
 
 
+def firewalld_run_admits_the_head_in(cluster, zone: str, other_zone: str) -> None:
+    """rpc_worker.py closes halo3 to the head until it runs, then adds the head's rule in `zone` (not in
+    `other_zone`) in one change: the head connects, halo2 does not; a second run changes nothing."""
+    assert not can_connect(HEAD, "halo3")
+    proc = cluster.run("deploys/rpc_worker.py")
+    assert changed_on(proc, "Allow the heads to the RPC ports in firewalld") == 1
+    assert sh("halo3", f"firewall-cmd --zone={zone} --list-rich-rules") == (
+        f'rule family="ipv4" source address="{address(HEAD)}" service name="halo-rpc" accept')
+    assert sh("halo3", f"firewall-cmd --zone={other_zone} --list-rich-rules") == ""
+    assert f"ports: {PORT}/tcp" in sh("halo3", "firewall-cmd --info-service=halo-rpc")  # the running config
+    assert can_connect(HEAD, "halo3") and not can_connect("halo2", "halo3")
+    assert_no_changes(cluster.run("deploys/rpc_worker.py"))
+
+
 def test_firewalld_on_a_worker_gets_a_rich_rule_for_the_head(cluster):
-    """firewalld's default zone rejects the head too; the step adds service halo-rpc and a rich rule, once."""
+    """firewalld's zones reject the head too; the step adds service halo-rpc and a rich rule, once, in the
+    zone of the interface carrying rpc_bind_address: the default zone while it is in none, else its own."""
     apt_install("halo3", "firewalld")
     try:
-        assert sh("halo3", "firewall-cmd --state") == "running"
-        assert not can_connect(HEAD, "halo3")
-        proc = cluster.run("deploys/rpc_worker.py")
-        assert changed_on(proc, "Allow the heads to the RPC ports in firewalld") == 1
-        assert sh("halo3", "firewall-cmd --list-rich-rules") == (
-            f'rule family="ipv4" source address="{address(HEAD)}" service name="halo-rpc" accept')
-        assert f"ports: {PORT}/tcp" in sh("halo3", "firewall-cmd --info-service=halo-rpc")  # the running config
-        assert can_connect(HEAD, "halo3") and not can_connect("halo2", "halo3")
-        assert_no_changes(cluster.run("deploys/rpc_worker.py"))
+        assert sh("halo3", "firewall-cmd --state; firewall-cmd --get-default-zone") == "running\npublic"
+        firewalld_run_admits_the_head_in(cluster, "public", "work")
+        # the cluster link in a zone of its own (as Fedora Server does with NetworkManager connections):
+        # the default zone's rule no longer applies to it; the step moves the rule to that zone
+        lab.ssh("halo3", "firewall-cmd -q --permanent --zone=work --add-interface=eth0 && firewall-cmd -q --reload")
+        assert sh("halo3", "firewall-cmd --get-zone-of-interface=eth0") == "work"
+        firewalld_run_admits_the_head_in(cluster, "work", "public")
     finally:
         lab.ssh("halo3", "systemctl disable --now firewalld; DEBIAN_FRONTEND=noninteractive apt-get purge -y -q "
                          "firewalld >/dev/null; rm -rf /etc/firewalld", check=False)

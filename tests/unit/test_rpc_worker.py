@@ -102,6 +102,26 @@ def test_unit_runs_the_current_build_with_the_instance_settings():
     assert "StateDirectory=halo-rpc" in lines and "Environment=LLAMA_CACHE=/var/lib/halo-rpc" in lines
 
 
+def sections(text: str) -> dict[str, list[str]]:
+    """The directives of a unit file by section: {"Unit": [...], "Service": [...], ...}."""
+    found: dict[str, list[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1]
+        elif line and not line.startswith("#"):
+            found.setdefault(current, []).append(line)
+    return found
+
+
+def test_unit_restarts_the_server_whatever_its_exit_status_and_never_gives_up():
+    """ggml-rpc-server exits with 0 when it cannot bind: on-failure would leave it down."""
+    unit = sections(unit_text())
+    assert "Restart=always" in unit["Service"] and "RestartSec=2" in unit["Service"]
+    assert "StartLimitIntervalSec=0" in unit["Unit"]  # systemd reads it in [Unit] only
+    assert not [line for line in unit["Service"] if line.startswith(("StartLimit", "Restart=on"))]
+
+
 def test_unit_names_the_binary_as_an_older_build_does():
     old = dict(STAMP, rpc_server="/srv/llama/builds/x/bin/rpc-server")
     assert "ExecStart=/srv/llama/current/bin/rpc-server -H" in unit_text(old, "/srv/llama")
@@ -338,36 +358,74 @@ def run_operation(operation, facts: dict, **kwargs) -> tuple[list[str], list[str
 RULE = 'rule family="ipv4" source address="10.151.0.11" service name="halo-rpc" accept'
 
 
-def test_firewalld_fresh():
-    commands, _ = run_operation(firewalld_rpc_rules, {FirewalldRpcRules: {"ports": None, "rich_rules": []}},
-                                ports=[50052], sources=[HEAD])
+def firewalld(ports=None, interface="eth0", interface_zone=None, default_zone="public", **rich_rules) -> dict:
+    """A FirewalldRpcRules value: rich rules by zone (default: an empty default zone)."""
+    return {"ports": ports, "interface": interface, "interface_zone": interface_zone, "default_zone": default_zone,
+            "rich_rules": rich_rules or {default_zone: []}}
+
+
+def test_firewalld_fresh_interface_in_no_zone_gets_the_default_zone():
+    commands, _ = run_operation(firewalld_rpc_rules, {FirewalldRpcRules: firewalld()},
+                                ports=[50052], sources=[HEAD], address=ip_address("10.151.0.12"))
     assert commands == [
         "firewall-cmd --permanent --new-service=halo-rpc",
         "firewall-cmd --permanent --service=halo-rpc --add-port=50052/tcp",
-        f"firewall-cmd --permanent '--add-rich-rule={RULE}'",
+        f"firewall-cmd --permanent --zone=public '--add-rich-rule={RULE}'",
         "firewall-cmd --reload",
     ]
 
 
+def test_firewalld_interface_in_the_default_zone():
+    current = firewalld(interface_zone="public", public=[])
+    assert firewalld_commands(current, [50052], [HEAD])[2] == f"firewall-cmd --permanent --zone=public '--add-rich-rule={RULE}'"
+
+
+def test_firewalld_interface_in_its_own_zone_gets_the_rule_there_and_it_leaves_the_default_zone():
+    """Fedora Server: a NetworkManager connection in zone FedoraServer, the default zone elsewhere;
+    a rule an earlier run put in the default zone moves."""
+    current = firewalld(ports=["50052/tcp"], interface="enp1s0", interface_zone="FedoraServer", default_zone="public",
+                        FedoraServer=[], public=[RULE, 'rule family="ipv4" source address="192.0.2.7" accept'])
+    assert firewalld_commands(current, [50052], [HEAD]) == [
+        f"firewall-cmd --permanent --zone=FedoraServer '--add-rich-rule={RULE}'",
+        f"firewall-cmd --permanent --zone=public '--remove-rich-rule={RULE}'",
+        "firewall-cmd --reload",
+    ]
+    done = firewalld(ports=["50052/tcp"], interface="enp1s0", interface_zone="FedoraServer", default_zone="public",
+                     FedoraServer=[RULE], public=[])
+    commands, noops = run_operation(firewalld_rpc_rules, {FirewalldRpcRules: done}, ports=[50052], sources=[HEAD],
+                                    address=ip_address("10.151.0.12"))
+    assert commands == [] and noops == ["firewalld already allows the heads to the RPC ports in zone FedoraServer"]
+
+
+def test_firewalld_rules_stay_in_their_zone_while_the_address_is_on_no_interface():
+    current = firewalld(ports=["50052/tcp"], interface=None, default_zone="public", FedoraServer=[RULE], public=[])
+    assert firewalld_commands(current, [50052], [HEAD]) == []
+
+
+def test_firewalld_zone_names_are_quoted():
+    current = firewalld(interface_zone="odd zone;x", public=[])
+    assert "'--zone=odd zone;x'" in firewalld_commands(current, [50052], [HEAD])[2]
+
+
 def test_firewalld_configured_changes_nothing():
-    facts = {FirewalldRpcRules: {"ports": ["50052/tcp"], "rich_rules": [RULE, 'rule family="ipv4" source '
-                                                                        'address="192.0.2.7" port port="22" '
-                                                                        'protocol="tcp" accept']}}
-    commands, noops = run_operation(firewalld_rpc_rules, facts, ports=[50052], sources=[HEAD])
-    assert commands == [] and noops == ["firewalld already allows the heads to the RPC ports"]
+    facts = {FirewalldRpcRules: firewalld(ports=["50052/tcp"], public=[RULE, 'rule family="ipv4" source '
+                                          'address="192.0.2.7" port port="22" protocol="tcp" accept'])}
+    commands, noops = run_operation(firewalld_rpc_rules, facts, ports=[50052], sources=[HEAD],
+                                    address=ip_address("10.151.0.12"))
+    assert commands == [] and noops == ["firewalld already allows the heads to the RPC ports in zone public"]
 
 
 def test_firewalld_moves_ports_and_heads():
-    current = {"ports": ["50052/tcp", "50060/tcp"], "rich_rules": [RULE]}
+    current = firewalld(ports=["50052/tcp", "50060/tcp"], public=[RULE])
     new_head, v6_head = ip_address("10.151.0.21"), ip_address("fd51::11")
     assert firewalld_commands(current, [50052, 50053], [new_head, v6_head]) == [
         "firewall-cmd --permanent --service=halo-rpc --add-port=50053/tcp",
         "firewall-cmd --permanent --service=halo-rpc --remove-port=50060/tcp",
-        "firewall-cmd --permanent '--add-rich-rule=rule family=\"ipv4\" source address=\"10.151.0.21\" "
+        "firewall-cmd --permanent --zone=public '--add-rich-rule=rule family=\"ipv4\" source address=\"10.151.0.21\" "
         "service name=\"halo-rpc\" accept'",
-        "firewall-cmd --permanent '--add-rich-rule=rule family=\"ipv6\" source address=\"fd51::11\" "
+        "firewall-cmd --permanent --zone=public '--add-rich-rule=rule family=\"ipv6\" source address=\"fd51::11\" "
         "service name=\"halo-rpc\" accept'",
-        f"firewall-cmd --permanent '--remove-rich-rule={RULE}'",
+        f"firewall-cmd --permanent --zone=public '--remove-rich-rule={RULE}'",
         "firewall-cmd --reload",
     ]
 
@@ -403,7 +461,8 @@ def test_stale_instances_are_stopped_disabled_and_forgotten():
     assert commands == [] and noops
 
 
-@pytest.mark.parametrize("fact", [RpcServerInstances, FirewallFrontends, FirewalldRpcRules, UfwRpcRules])
-def test_fact_commands_exit_0_here(fact):
-    proc = subprocess.run(["/bin/sh", "-c", fact().command()], capture_output=True, text=True, timeout=30)
+@pytest.mark.parametrize("fact, args", [(RpcServerInstances, {}), (FirewallFrontends, {}),
+                                        (FirewalldRpcRules, {"address": "127.0.0.1"}), (UfwRpcRules, {})])
+def test_fact_commands_exit_0_here(fact, args):
+    proc = subprocess.run(["/bin/sh", "-c", fact().command(**args)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
