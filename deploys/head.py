@@ -18,8 +18,14 @@ On each host in group head:
   (LoadCredential=), so the key is in no unit, environment file or command line. A build whose
   --help names no LLAMA_ARG_API_KEY_FILE (older than mid-2026) would ignore the key and serve open:
   the host then fails before llama-server is (re)started, with the fix;
+- /usr/local/libexec/halo-provision/wait-rpc-servers, which waits (bounded) until every RPC server
+  of the --rpc list accepts a TCP connection: the unit runs it before every start (ExecStartPre),
+  and systemd starts llama-server again whenever it exits (Restart=always, no start limit): it
+  aborts at its next use of an RPC server that restarted, as llama.cpp's RPC client does not
+  reconnect, and serves again by itself once that server is back;
 - a restart only when the unit, the settings or the model changed, or `current` is a newer build
-  than the running process; then the step waits for GET /health to answer 200 (loading over RPC
+  than the running process, and only once every RPC server accepts connections (the step waits for
+  them up to head_ready_timeout_s); then the step waits for GET /health to answer 200 (loading over RPC
   takes minutes on big models; progress lines with pyinfra -vvv) and fails with the service's
   last journal lines when it does not, or at once when llama-server exits.
 
@@ -60,6 +66,10 @@ UNIT = "halo-llama-server.service"
 ENV_FILE = "/etc/halo-provision/llama-server.env"
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 UNIT_TEMPLATE = TEMPLATES / "etc/systemd/system/halo-llama-server.service.j2"
+WAIT_RPC = "/usr/local/libexec/halo-provision/wait-rpc-servers"
+WAIT_RPC_TEMPLATE = TEMPLATES / f"{WAIT_RPC.lstrip('/')}.j2"
+RPC_WAIT_S = 60  # ExecStartPre waits this long for the RPC servers, then systemd tries again
+RESTART_S = 3  # systemd starts llama-server again this long after it exited
 JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 PROGRESS_EVERY_S = 15
 
@@ -193,7 +203,7 @@ def unit_data(s: Settings) -> dict:
     return {
         "unit": UNIT, "service_user": USER, "env_file": ENV_FILE, "port": s.head_port,
         "binary": binary(s), "api_key_file": s.head_api_key_file, "args_variable": ARGS_VARIABLE,
-        "health_host": health_host(s),
+        "health_host": health_host(s), "wait_rpc": WAIT_RPC, "rpc_wait_s": RPC_WAIT_S, "restart_s": RESTART_S,
         # the model (or chat template) may live in a home directory: read-only there, else homes are hidden
         "protect_home": "read-only" if model_home else "yes",
     }
@@ -202,6 +212,22 @@ def unit_data(s: Settings) -> dict:
 def render_unit(s: Settings) -> str:
     """halo-llama-server.service as files.template renders it in this step (for tests)."""
     return get_template(str(UNIT_TEMPLATE), dict(JINJA)).render(unit_data(s))
+
+
+def wait_rpc_data() -> dict:
+    """Values of the wait-rpc-servers script."""
+    return {"unit": UNIT, "path": WAIT_RPC, "default_timeout_s": RPC_WAIT_S}
+
+
+def render_wait_rpc() -> str:
+    """The wait-rpc-servers script as files.template renders it in this step (for tests)."""
+    return get_template(str(WAIT_RPC_TEMPLATE), dict(JINJA)).render(wait_rpc_data())
+
+
+def wait_rpc_command(rpc: list[str], timeout_s: int) -> StringCommand:
+    """Wait until every RPC server of `rpc` accepts connections (at most timeout_s), as the unit does
+    before each start; the step runs it before it (re)starts the unit."""
+    return StringCommand("env", shlex.quote(f"LLAMA_ARG_RPC={','.join(rpc)}"), WAIT_RPC, str(timeout_s))
 
 
 def binary(s: Settings) -> str:
@@ -213,6 +239,7 @@ def wait_script(url: str, unit: str, timeout_s: int) -> str:
     return f"""set -u
 url={shlex.quote(url)} unit={shlex.quote(unit)} timeout={timeout_s}
 start=$(date +%s) shown=-1
+restarts=$(systemctl show -p NRestarts --value "$unit")
 while :; do
     code=$(curl -s -o /dev/null -m 5 -w '%{{http_code}}' "$url" || true)
     took=$(( $(date +%s) - start ))
@@ -222,8 +249,14 @@ while :; do
         failed/*|inactive/*) reason="$unit stopped ($state)"; break ;;
         */auto-restart) reason="llama-server exited and systemd is about to restart it ($state)"; break ;;
     esac
+    if [ "$(systemctl show -p NRestarts --value "$unit")" != "$restarts" ]; then
+        reason="llama-server exited and systemd restarted it ($state)"; break
+    fi
     if [ "$took" -ge "$timeout" ]; then
         reason="$url did not answer 200 within head_ready_timeout_s = $timeout s (last: ${{code:-none}}, $state)"
+        case "$state" in
+            */start-pre) reason="$reason: llama-server is not started, it waits for its RPC servers" ;;
+        esac
         break
     fi
     if [ $(( took / {PROGRESS_EVERY_S} )) -ne "$shown" ]; then
@@ -314,9 +347,10 @@ def server_env_file(s: Settings, rpc: list[str], model: str):
 
 
 @operation()
-def serving(s: Settings, changed):
+def serving(s: Settings, changed, rpc: list[str]):
     """Start llama-server, or restart it when `changed()` (its unit, settings or model changed in this
-    run) or when the running process is not the build `current` points at."""
+    run) or when the running process is not the build `current` points at; first wait (at most
+    head_ready_timeout_s) until every RPC server of `rpc` accepts connections."""
     status = host.get_fact(LlamaServerStatus, unit=UNIT, binary=binary(s))
     if status["active"] not in ("active", "activating", "reloading"):
         reason = f"it is {status['active']}"
@@ -329,6 +363,9 @@ def serving(s: Settings, changed):
         return
     if host.state.is_executing:
         logger.info(f"{host.name}: (re)starting {UNIT}: {reason}")
+    rpc = rpc() if callable(rpc) else rpc  # head_rpc_servers = "auto": chosen when this runs
+    if rpc:
+        yield wait_rpc_command(rpc, s.head_ready_timeout_s)
     yield StringCommand("systemctl", "restart", UNIT)
 
 
@@ -395,14 +432,16 @@ def head() -> None:
     fits(name="Check the model fits the cluster's GPU memory", s=s, model_path=model, head=head_gpus,
          rpc=rpc_gpus, endpoints=endpoints)
     supported_by_build(name="Check this build of llama-server takes the tuning settings", s=s, binary=binary(s))
-    env = server_env_file(name="Write the llama-server settings", s=s, model=model,
-                          rpc=lambda: serving_rpc(s, model, head_gpus, rpc_gpus, endpoints))
+    rpc_list = lambda: serving_rpc(s, model, head_gpus, rpc_gpus, endpoints)  # noqa: E731
+    env = server_env_file(name="Write the llama-server settings", s=s, model=model, rpc=rpc_list)
+    files.template(name="Install the wait for the RPC servers", src=str(WAIT_RPC_TEMPLATE), dest=WAIT_RPC,
+                   user="root", group="root", mode="755", jinja_env_kwargs=dict(JINJA), **wait_rpc_data())
     unit = files.template(name=f"Install {UNIT}", src=str(UNIT_TEMPLATE), dest=f"/etc/systemd/system/{UNIT}",
                           mode="644", jinja_env_kwargs=dict(JINJA), **unit_data(s))
     systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
     systemd.service(name=f"Start {UNIT} at every boot", service=UNIT, running=None, enabled=True)
     serving(name="Run llama-server with the current settings and build", s=s,
-            changed=any_changed(unit, env, *got_model))
+            changed=any_changed(unit, env, *got_model), rpc=rpc_list)
     ready(name="Wait for llama-server to load the model", url=health_url(s), timeout_s=s.head_ready_timeout_s)
 
 

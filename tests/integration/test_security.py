@@ -19,7 +19,7 @@ LIST_FILES = r"""shopt -s nullglob
 find /etc/default/grub /etc/default/grub.halo-provision-*.bak /boot/grub/grub.cfg \
      /etc/apt/keyrings/*rocm* /etc/apt/sources.list.d/*rocm* /etc/apt/preferences.d/*rocm* \
      /etc/halo-provision /var/lib/halo-provision /var/lib/halo-rpc /var/cache/halo-rpc \
-     /var/cache/halo-llama-server /opt/llama.cpp /opt/rocm* \
+     /var/cache/halo-llama-server /opt/llama.cpp /opt/rocm* /usr/local/libexec/halo-provision \
      $(find /etc/systemd/system -name 'halo-*' ! -name 'halo-lab-*') \
      -xdev -printf '%y %u %g %m %p\n' 2>/dev/null | sort -k5; true"""
 EXPECTED = {  # path: (owner, mode) on the hosts that have it
@@ -31,6 +31,7 @@ EXPECTED = {  # path: (owner, mode) on the hosts that have it
     "/etc/systemd/system/halo-rpc@.service": ("root", "644"),
     "/etc/systemd/system/halo-firewall.service": ("root", "644"),
     "/etc/systemd/system/halo-llama-server.service": ("root", "644"),
+    "/usr/local/libexec/halo-provision/wait-rpc-servers": ("root", "755"),  # run by the head's unit
     "/var/lib/halo-provision/models": ("root", "755"),
     "/var/lib/halo-rpc": ("llama-rpc", "750"),
     "/var/lib/halo-rpc/rpc": ("llama-rpc", "700"),

@@ -26,6 +26,7 @@ from deploys.head import (
     private_key_file,
     ready,
     render_unit,
+    render_wait_rpc,
     rpc_servers,
     server_env,
     server_env_file,
@@ -369,7 +370,7 @@ def test_unit_runs_current_as_an_unprivileged_hardened_service():
     for wanted in ["User=llama-server", "SupplementaryGroups=render video", f"EnvironmentFile={ENV_FILE}",
                    "ExecStart=/opt/llama.cpp/current/bin/llama-server $HALO_LLAMA_SERVER_ARGS", "NoNewPrivileges=yes",
                    "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet=",
-                   "DeviceAllow=/dev/kfd rw", "Restart=on-failure"]:
+                   "DeviceAllow=/dev/kfd rw"]:
         assert wanted in lines, wanted
     assert not any(line.startswith(("LoadCredential", "Environment=LLAMA")) for line in lines)
 
@@ -379,6 +380,92 @@ def test_unit_gives_mesa_a_writable_shader_cache():
     lines = directives(render_unit(s))
     assert "CacheDirectory=halo-llama-server" in lines
     assert "Environment=MESA_SHADER_CACHE_DIR=/var/cache/halo-llama-server" in lines
+
+
+def test_unit_waits_for_the_rpc_servers_and_restarts_whatever_the_exit_status_forever():
+    """llama-server aborts at its next use of a worker that restarted: systemd starts it again, after
+    a bounded wait for every RPC server (no crash loop while a worker reboots)."""
+    s, _ = head_view(inventory())
+    text = render_unit(s)
+    unit, service = text.split("[Service]")[0], directives(text.split("[Service]")[1])
+    assert "StartLimitIntervalSec=0" in directives(unit)  # systemd reads it in [Unit] only
+    assert "ExecStartPre=/usr/local/libexec/halo-provision/wait-rpc-servers 60" in service
+    assert "TimeoutStartSec=120" in service  # longer than the wait
+    assert "Restart=always" in service and "RestartSec=3" in service
+    assert service.index("ExecStartPre=/usr/local/libexec/halo-provision/wait-rpc-servers 60") < service.index(
+        "ExecStart=/opt/llama.cpp/current/bin/llama-server")
+
+
+def run_wait(rpc: str, tmp_path: Path, timeout_s: int = 1) -> subprocess.CompletedProcess:
+    """The wait-rpc-servers script as the step writes it, run here with bash."""
+    script = tmp_path / "wait-rpc-servers"
+    script.write_text(render_wait_rpc())
+    script.chmod(0o755)
+    return subprocess.run([str(script), str(timeout_s)], env={"PATH": "/usr/bin:/bin", "LLAMA_ARG_RPC": rpc},
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def listening():
+    """Two TCP ports on 127.0.0.1 that accept connections (their queue only: nobody accepts)."""
+    import socket
+
+    socks = []
+    for _ in range(2):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(4)
+        socks.append(sock)
+    yield [f"127.0.0.1:{sock.getsockname()[1]}" for sock in socks]
+    for sock in socks:
+        sock.close()
+
+
+@pytest.fixture
+def closed_port():
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    return f"127.0.0.1:{port}"
+
+
+def test_wait_script_returns_at_once_when_every_rpc_server_accepts(listening, tmp_path):
+    proc = run_wait(",".join(listening), tmp_path)
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc
+
+
+def test_wait_script_without_rpc_servers_does_not_wait(tmp_path):
+    proc = run_wait("", tmp_path)
+    assert proc.returncode == 0 and proc.stdout == "", proc
+
+
+def test_wait_script_names_the_rpc_servers_that_stay_down(listening, closed_port, tmp_path):
+    proc = run_wait(",".join([listening[0], closed_port]), tmp_path, timeout_s=2)
+    assert proc.returncode == 1
+    assert proc.stdout == f"waiting for RPC servers to accept connections: {closed_port}\n"
+    assert proc.stderr.startswith("RPC servers that do not accept connections after ")
+    assert proc.stderr.rstrip().split(": ", 1)[1].startswith(f"{closed_port}; see halo-rpc@<port>")
+
+
+def test_wait_script_returns_once_a_late_rpc_server_listens(closed_port, tmp_path):
+    import socket
+
+    host, port = closed_port.split(":")
+    later = threading.Timer(2, lambda: late.listen(4))
+    late = socket.socket()
+    late.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    late.bind((host, int(port)))
+    later.start()
+    try:
+        proc = run_wait(closed_port, tmp_path, timeout_s=30)
+    finally:
+        late.close()
+    assert proc.returncode == 0, proc
+    assert proc.stdout.splitlines()[0] == f"waiting for RPC servers to accept connections: {closed_port}"
+    assert proc.stdout.splitlines()[-1].startswith("every RPC server accepts connections after ")
 
 
 def test_unit_hands_the_api_key_file_over_as_a_credential():
@@ -469,10 +556,23 @@ def status(active="active", exe=BUILD, binary=BUILD) -> dict:
     (status(active="activating", exe=None), False, False),  # systemd is restarting it: the wait judges
 ])
 def test_serving_restarts_only_for_a_reason(facts, changed, restarts):
-    commands, noops = run_operation(serving, facts, s=Settings(), changed=lambda: changed)
+    commands, noops = run_operation(serving, facts, s=Settings(), changed=lambda: changed, rpc=[])
     assert [c.get_raw_value() for c in commands] == (["systemctl restart halo-llama-server.service"]
                                                       if restarts else [])
     assert bool(noops) != restarts
+
+
+def test_serving_restarts_only_once_every_rpc_server_accepts_connections():
+    rpc = ["10.151.0.12:50052", "10.151.0.13:50052", "10.151.0.13:50053"]
+    commands, _ = run_operation(serving, status(active="inactive", exe=None), s=Settings(head_ready_timeout_s=300),
+                                changed=lambda: False, rpc=rpc)
+    assert [c.get_raw_value() for c in commands] == [
+        "env LLAMA_ARG_RPC=10.151.0.12:50052,10.151.0.13:50052,10.151.0.13:50053 "
+        "/usr/local/libexec/halo-provision/wait-rpc-servers 300",
+        "systemctl restart halo-llama-server.service",
+    ]
+    commands, _ = run_operation(serving, status(), s=Settings(), changed=lambda: False, rpc=rpc)
+    assert commands == []  # no restart, no probe of the RPC servers it serves from
 
 
 def test_ready_waits_only_when_health_is_not_200():
