@@ -347,7 +347,7 @@ def server_env_file(s: Settings, rpc: list[str], model: str):
 
 
 @operation()
-def serving(s: Settings, changed, rpc: list[str]):
+def serving(s: Settings, changed, rpc):
     """Start llama-server, or restart it when `changed()` (its unit, settings or model changed in this
     run) or when the running process is not the build `current` points at; first wait (at most
     head_ready_timeout_s) until every RPC server of `rpc` accepts connections."""
