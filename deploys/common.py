@@ -1,4 +1,5 @@
-"""Small helpers every step uses: failing one host with an explanation, and warnings.
+"""Small helpers every step uses: failing one host with an explanation, installing packages with the
+host's package manager (apt or dnf, from facts.distro.Distro), and warnings.
 
     from deploys.common import fail_host, failure, warn
     if too_old:  # known while the run is prepared: an operation that fails the host

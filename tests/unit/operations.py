@@ -20,6 +20,8 @@ A case is a data file, tests/unit/operations/<case>.json:
   is listed); ``commands``: text each found in some command of ``host``; ``not_commands``: text in none;
   ``fails``: whether an operation fails the host (its name starts with "Fail").
 - ``step`` may be a list: the steps run one after the other, as deploys/full.py runs them.
+- A step that refuses the settings while the run is prepared (SettingsError: no operation of any step
+  runs) gives one operation, REFUSED, whose command is the error's text.
 
 Commands are what the operation generates for the facts given: a shell command's text, ``upload
 <dest>`` and its text for a file made in memory (a template, a StringIO), ``python <function> <kwargs>`` for a Python step (such as failing a host).
@@ -40,6 +42,8 @@ from pyinfra.api.deploy import add_deploy
 from pyinfra.api.host import Host
 from pyinfra.context import ctx_host, ctx_state
 
+from deploys.settings import SettingsError
+
 FACT_CASES = Path(__file__).parent / "facts"
 HOSTS = {
     "halo1": {"ssh_hostname": "10.151.0.11", "rpc_bind_address": "10.151.0.11"},
@@ -47,6 +51,7 @@ HOSTS = {
     "halo3": {"ssh_hostname": "10.151.0.13", "rpc_bind_address": "10.151.0.13"},
 }
 GROUPS = {"head": ["halo1"], "rpc_workers": ["halo1", "halo2", "halo3"]}
+REFUSED = "Fail: the settings are refused before any change"
 # pyinfra facts its own operations need that have no default
 BASE_FACTS = {"Os": "Linux", "Arch": "x86_64", "Which(command=useradd)": "/usr/sbin/useradd",
               "Which(command=groupadd)": "/usr/sbin/groupadd"}
@@ -120,8 +125,13 @@ def plan(step: str | list[str], facts: dict[str, Any], host: str = "halo2", data
     monkeypatch.setattr(Host, "noop", lambda self, description: None)
     monkeypatch.setattr(inventory, "get_active_hosts", lambda: list(inventory))  # as if all were connected
     target = inventory.get_host(host)
+    refused = None
     for deploy_function in deploy_functions:  # one after the other, as deploys/full.py runs them
-        add_deploy(state, deploy_function, host=[target])
+        try:
+            add_deploy(state, deploy_function, host=[target])
+        except SettingsError as e:  # the run stops while it is prepared: no operation of any step runs
+            refused = Operation(REFUSED, [str(e)])
+            break
     operations = []
     with ctx_state.use(state), ctx_host.use(target):
         for op_hash in state.get_op_order():
@@ -132,4 +142,4 @@ def plan(step: str | list[str], facts: dict[str, Any], host: str = "halo2", data
                 continue
             name = sorted(state.get_op_meta(op_hash).names)[0].split(" | ")[-1]
             operations.append(Operation(name, [command_text(c) for c in op_data.command_generator()]))
-    return operations
+    return [refused] if refused else operations
