@@ -24,12 +24,13 @@ REPO = Path(__file__).resolve().parents[2]
 LAB_HOSTS = ["halo1:12", "halo2:13", "halo3:12"]
 
 
-def pyinfra(*args: str, data: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess:
+def pyinfra(*args: str, data: dict[str, str] | None = None, check: bool = False,
+            timeout: float = 1800) -> subprocess.CompletedProcess:
     """Run the pyinfra CLI from the repo root, as a user would; returns its output and exit code."""
     cmd = [sys.executable, "-m", "pyinfra", "-y"]
     for key, value in (data or {}).items():
         cmd += ["--data", f"{key}={value}"]
-    proc = subprocess.run(cmd + list(args), cwd=REPO, capture_output=True, text=True, timeout=1800,
+    proc = subprocess.run(cmd + list(args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, PYTHONUNBUFFERED="1", TERM="dumb", NO_COLOR="1"))
     if check and proc.returncode != 0:
         raise AssertionError(f"pyinfra {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
