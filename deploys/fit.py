@@ -71,10 +71,12 @@ class Need:
 def gib(n: float) -> str:
     """Bytes for messages: GiB, or MiB below 1 GiB.
 
-    >>> gib(245 * GIB), gib(25165824), gib(0)
-    ('245.0 GiB', '24.0 MiB', '0 MiB')
+    >>> gib(245 * GIB), gib(25165824), gib(20 * MIB), gib(0)
+    ('245.0 GiB', '24.0 MiB', '20.0 MiB', '0 MiB')
     """
-    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.1f} MiB".replace("0.0 MiB", "0 MiB")
+    if not n:
+        return "0 MiB"
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.1f} MiB"
 
 
 def context_of(s: Settings, model: dict) -> int:
