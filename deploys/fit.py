@@ -172,7 +172,7 @@ def report(s: Settings, model: dict, head: list[Device], rpc: list[Device], endp
     what = (f"it needs {gib(need.total)} (weights {gib(need.weights)} in {need.files} file(s) + KV cache "
             f"{gib(need.kv)} for {need.context} tokens of {s.head_cache_type_k}/{s.head_cache_type_v} + compute "
             f"{gib(need.compute)})")
-    per_device = "; ".join(d.describe(reserve) + (f", would hold {gib(share)}" if d.gtt is not None else "")
+    per_device = "; ".join(d.describe(reserve) + (f", would hold {gib(share)}" if verdict.fits is not None else "")
                            for d, share in zip(devices, verdict.shares))
     if verdict.fits is None:
         return "unknown", f"the fit was not checked: {what}; devices: {per_device}"
