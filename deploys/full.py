@@ -12,6 +12,7 @@ one table per host and the summary at the end of the run; a host that does not p
 
 from pyinfra import host
 
+from deploys.firewall import firewall
 from deploys.firmware import check_firmware
 from deploys.groups import gpu_groups
 from deploys.grub import grub_kernel_args
@@ -31,6 +32,7 @@ if __name__ in ("builtins", "__main__"):
     grub_kernel_args()
     install_rocm()
     llama_cpp()
+    firewall()
     rpc_worker()
     head()
     verify_host()

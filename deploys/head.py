@@ -380,6 +380,15 @@ def ready(url: str, timeout_s: int):
 
 # -- the step ----------------------------------------------------------------------------------------
 
+def service_user() -> None:
+    """The system user llama-server runs as (also created by deploys/firewall.py: its egress rule names it)."""
+    for group in GPU_GROUPS:
+        server.group(name=f"Create the {group} group", group=group, system=True)
+    server.user(name=f"Create the {USER} system user", user=USER, system=True, home="/nonexistent",
+                shell="/usr/sbin/nologin", groups=list(GPU_GROUPS), ensure_home=False, comment="llama.cpp server")
+
+
+
 @deploy("Serve the model with llama-server")
 def head() -> None:
     s = settings(host)
@@ -406,10 +415,7 @@ def head() -> None:
 
     if not host.get_fact(Which, command="curl"):  # downloads and /health; only installed here: no apt update else
         install_packages(host.get_fact(Distro), "Install curl", ["curl"], cache_time=3600)
-    for group in GPU_GROUPS:
-        server.group(name=f"Create the {group} group", group=group, system=True)
-    server.user(name=f"Create the {USER} system user", user=USER, system=True, home="/nonexistent",
-                shell="/usr/sbin/nologin", groups=list(GPU_GROUPS), ensure_home=False, comment="llama.cpp server")
+    service_user()
 
     if s.model_files:
         files.directory(name="Create the model directory", path=s.model_dir, user="root", group="root", mode="755")
@@ -446,4 +452,7 @@ def head() -> None:
 
 
 if __name__ in ("builtins", "__main__"):
+    from deploys.firewall import firewall
+
+    firewall()  # on the head: only llama-server's user may connect to the RPC servers
     head()

@@ -14,9 +14,9 @@ On each host in group rpc_workers:
   systemd restarts it every 2 s whatever its exit status, and never gives up. `rpc_instances` lists the
   servers ([] = one on rpc_port); instances no longer listed are stopped, disabled and their env
   file removed;
-- a firewall for the RPC ports: the nftables table `inet halo_provision` (/etc/halo-provision/
-  firewall.nft, loaded at boot by halo-firewall.service) accepts the heads and drops everyone else.
-  firewalld's and ufw's own rules see the same packets and would drop the heads, so where one of
+- a firewall for the RPC ports: deploys/firewall.py (run first when this file runs alone, and by
+  deploys/full.py before this step) loads the nftables table `inet halo_provision`, which accepts
+  each server's heads on its own address and port and drops everyone else. firewalld's and ufw's own rules see the same packets and would drop the heads, so where one of
   them is active the heads are allowed there too: a firewalld service `halo-rpc` (the ports) with
   one rich rule per head in the zone of the interface carrying rpc_bind_address (Fedora Server puts
   each NetworkManager connection in a zone of its own; an interface in no zone gets the default
@@ -35,14 +35,12 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.api.util import get_template
-from pyinfra.facts.server import Which
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploys.common import HostCheckFailed, env_file_line, install_packages, warn
+from deploys.common import HostCheckFailed, env_file_line, warn
 from deploys.groups import GPU_GROUPS
 from deploys.settings import HEAD_GROUP, IPAddress, RpcInstance, settings
-from facts.distro import Distro
 from facts.llama_cpp import STAMP, LlamaCppInstall
 from facts.rpc_worker import (
     ENV_DIR,
@@ -56,10 +54,6 @@ from facts.rpc_worker import (
 
 USER = "llama-rpc"
 UNIT = "halo-rpc@.service"
-FIREWALL_UNIT = "halo-firewall.service"
-FIREWALL_RULES = f"{ENV_DIR}/firewall.nft"
-NFT = "/usr/sbin/nft"
-NFT_TABLE = "halo_provision"
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 
@@ -71,7 +65,7 @@ def template(name: str) -> str:
 def render(name: str, **data) -> str:
     """A template of templates/ rendered as files.template renders it in this step (for tests), e.g.
 
-        render("etc/halo-provision/firewall.nft.j2", **firewall_data([50052], [IPv4Address("10.151.0.11")]))
+        render("etc/halo-provision/rpc.env.j2", **env_data(IPv4Address("10.151.0.12"), RpcInstance(port=50052), stamp))
     """
     return get_template(template(name), dict(JINJA)).render(data)
 
@@ -93,13 +87,6 @@ def env_data(address: IPAddress, server: RpcInstance, stamp: dict, rpc_env: dict
     return {"build_id": stamp["id"], "address": str(address), "port": server.port,
             "device": server.device, "threads": server.threads,
             "env": [env_file_line(name, value) for name, value in env.items()]}
-
-
-def firewall_data(ports: list[int], sources: list[IPAddress]) -> dict:
-    """Values of firewall.nft: the RPC ports, and the head addresses that may reach them, per family."""
-    return {"nft": NFT, "table": NFT_TABLE, "ports": sorted(set(ports)),
-            "ipv4": sorted({str(a) for a in sources if a.version == 4}),
-            "ipv6": sorted({str(a) for a in sources if a.version == 6})}
 
 
 def head_addresses(inventory) -> list[IPAddress]:
@@ -264,21 +251,8 @@ def rpc_worker() -> None:
                 shell="/usr/sbin/nologin", groups=list(GPU_GROUPS), ensure_home=False,
                 comment="llama.cpp RPC server")
 
-    # The firewall first: the ports accept the heads only before any RPC server listens.
-    if not host.get_fact(Which, command="nft"):  # only this step installs it: no apt update when present
-        install_packages(host.get_fact(Distro), "Install nftables", ["nftables"], cache_time=3600)
-    rules = files.template(name="Write the RPC firewall rules", src=template("etc/halo-provision/firewall.nft.j2"),
-                           dest=FIREWALL_RULES, mode="644", jinja_env_kwargs=dict(JINJA),
-                           **firewall_data(ports, sources))
-    firewall_unit = files.template(name=f"Install {FIREWALL_UNIT}",
-                                   src=template("etc/systemd/system/halo-firewall.service.j2"),
-                                   dest=f"/etc/systemd/system/{FIREWALL_UNIT}", mode="644",
-                                   jinja_env_kwargs=dict(JINJA), nft=NFT, rules=FIREWALL_RULES, table=NFT_TABLE)
     unit = rpc_unit(name=f"Install {UNIT}", prefix=prefix, ref=ref)
-    systemd.daemon_reload(name="Reload systemd's units", _if=any_changed(firewall_unit, unit))
-    systemd.service(name="Load the changed RPC firewall rules", service=FIREWALL_UNIT, running=True,
-                    reloaded=True, _if=any_changed(rules, firewall_unit))
-    systemd.service(name="Load the RPC firewall at every boot", service=FIREWALL_UNIT, running=True, enabled=True)
+    systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
     frontends = host.get_fact(FirewallFrontends)
     if frontends["firewalld"]:
         firewalld_rpc_rules(name="Allow the heads to the RPC ports in firewalld", ports=ports, sources=sources,
@@ -298,4 +272,7 @@ def rpc_worker() -> None:
 
 
 if __name__ in ("builtins", "__main__"):
+    from deploys.firewall import firewall
+
+    firewall()  # the ports accept their heads only before any RPC server listens
     rpc_worker()

@@ -66,7 +66,7 @@ class HostFacts:
     mem_total: int | None
     llama_cpp: dict | None = None  # LlamaCppInstall; None: not read
     rpc: dict | None = None  # {"ports": {port: unit}, "units": UnitStates, "listeners": TcpListeners}; None: no worker
-    head: dict | None = None  # {"unit", "state" (UnitStates of it), "url", "health" (HttpStatus)}; None: no head
+    head: dict | None = None  # {"unit", "state" (UnitStates of it), "url", "health" (HttpStatus), "reach"}; None: no head
 
 
 @dataclass
@@ -95,11 +95,12 @@ def gib(value: int | None) -> str:
     return "?" if value is None else f"{value / GIB:.2f} GiB"
 
 
-def read_facts(s: Settings, get_fact: Callable | None = None) -> HostFacts:
+def read_facts(s: Settings, get_fact: Callable | None = None, workers: list[Settings] | None = None) -> HostFacts:
     """Read every fact verify needs from one host, once each.
 
     `get_fact(FactClass, **kwargs)` reads one fact: pyinfra's `host.get_fact` by default; the
-    verify suite passes one that runs the fact's command over testinfra and calls its process().
+    verify suite passes one that runs the fact's command over testinfra and calls its process(),
+    and `workers`, the Settings of group rpc_workers (else read from pyinfra's inventory).
     """
     get = get_fact or host.get_fact
     rpc_worker, head = step("rpc_worker"), step("head")
@@ -110,8 +111,14 @@ def read_facts(s: Settings, get_fact: Callable | None = None) -> HostFacts:
     if s.is_head and head is not None:
         from facts.llama_server import HttpStatus  # comes with deploys/head.py
 
+        from facts.firewall import RpcReach
+
         head_facts = {"unit": head.UNIT, "state": get(UnitStates, units=[head.UNIT]).get(head.UNIT),
                       "url": head.health_url(s), "health": get(HttpStatus, url=head.health_url(s))}
+        if workers is None:
+            workers = head.workers_of(host.inventory)
+        if head_rpc_servers(s, workers):
+            head_facts["reach"] = get(RpcReach, endpoints=head_rpc_servers(s, workers), user=head.USER)
     return HostFacts(
         distro=get(Distro)["family"],
         kernel=get(KernelRelease),
@@ -155,7 +162,38 @@ def judge(facts: HostFacts, s: Settings) -> Report:
         report.rows.append(rpc_row(facts.rpc, s))
     if facts.head is not None:
         report.rows.append(head_row(facts.head))
+        if facts.head.get("reach") is not None:
+            report.rows.append(rpc_reach_row(facts.head["reach"], facts.head["state"]))
     return report
+
+
+def head_rpc_servers(s: Settings, workers: list[Settings]) -> list[str]:
+    """The RPC servers (address:port) head `s` uses: its --rpc list."""
+    return [endpoint for w in workers for endpoint in w.rpc_endpoints_for(s.host_name)]
+
+
+def rpc_reach_row(reach: dict, state: dict | None) -> Row:
+    """On a head: llama-server's user reaches every RPC server it uses; no other local user reaches any.
+
+    A server that is busy with llama-server itself (one client at a time) may not take a second
+    connection: a closed port while llama-server is active is a WARN, else a FAIL.
+    """
+    endpoints = reach["endpoints"]
+    if not reach["user"]:
+        return Row("RPC reach", "not deployed", "WARN", "no llama-server user on the head: run deploys/head.py")
+    other = [ep for ep, r in endpoints.items() if r["other"] == "open"]
+    closed = [ep for ep, r in endpoints.items() if r["user"] == "closed"]
+    shown = f"{len(endpoints) - len(closed)}/{len(endpoints)} RPC servers reached by llama-server"
+    if other:
+        return Row("RPC reach", shown, "FAIL", f"any local user of the head connects to {', '.join(other)} (the RPC "
+                   "server has no authentication): run deploys/firewall.py on the head")
+    if closed:
+        busy = (state or {}).get("active") == "active"
+        why = (f"llama-server's user cannot connect to {', '.join(closed)}"
+               + (" (busy serving llama-server, one client at a time?)" if busy else "")
+               + ": is the server running, and does its firewall accept the head? run deploys/rpc_worker.py")
+        return Row("RPC reach", shown, "WARN" if busy else "FAIL", why)
+    return Row("RPC reach", shown + ", no other user")
 
 
 def rpc_unit_problems(rpc: dict) -> list[str]:

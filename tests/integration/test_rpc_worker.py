@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from deploys.head import UNIT as HEAD_UNIT
+from deploys.head import USER as HEAD_USER
 from tests.integration.conftest import assert_no_changes, inventory_with, results
 from tests.integration.tiny_model import write_tiny_model
 from tests.lab import lab
@@ -40,9 +41,12 @@ def sh(name: str, command: str) -> str:
     return lab.ssh(name, command).stdout.strip()
 
 
-def can_connect(source: str, target: str, port: int = PORT) -> bool:
-    """A TCP connection from lab host `source` to target:port within 3 s (bash's /dev/tcp)."""
-    probe = lab.ssh(source, f"timeout 3 bash -c 'exec 3<>/dev/tcp/{address(target)}/{port}'", check=False)
+def can_connect(source: str, target: str, port: int = PORT, user: str | None = None) -> bool:
+    """A TCP connection from lab host `source` to target:port within 3 s (bash's /dev/tcp), as `user`
+    (default: root; on the head llama-server's user, as the head's firewall lets no other user connect)."""
+    user = user or (HEAD_USER if source == HEAD else None)
+    as_user = f"runuser -u {user} -- " if user else ""
+    probe = lab.ssh(source, f"{as_user}timeout 3 bash -c 'exec 3<>/dev/tcp/{address(target)}/{port}'", check=False)
     return probe.returncode == 0
 
 
@@ -69,13 +73,15 @@ def test_servers_run_hardened_and_listen_on_their_address(cluster):
 
 def run_model_through(endpoints: list[str], tmp_path: Path) -> str:
     """Run llama-server on the head with the tiny model on these RPC servers, complete 8 tokens; its log.
+    It runs as llama-server's user: the head's firewall lets no other user reach the RPC servers.
 
     """
     model = write_tiny_model(tmp_path / "tiny.gguf").read_bytes()
     subprocess.run(["ssh", "-F", str(lab.STATE / "ssh_config"), HEAD, "cat > /tmp/rpc-test.gguf"],
                    input=model, check=True, timeout=60)
     script = f"""
-/opt/llama.cpp/current/bin/llama-server -m /tmp/rpc-test.gguf --rpc {",".join(endpoints)} -ngl 99 -c 256 \\
+setpriv --reuid={HEAD_USER} --regid={HEAD_USER} --init-groups \\
+    /opt/llama.cpp/current/bin/llama-server -m /tmp/rpc-test.gguf --rpc {",".join(endpoints)} -ngl 99 -c 256 \\
     -lv 4 --host 127.0.0.1 --port 8099 > /tmp/rpc-test.log 2>&1 &
 pid=$!
 python3 - <<'PY'

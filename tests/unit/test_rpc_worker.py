@@ -13,7 +13,6 @@ from pyinfra.context import ctx_host
 
 from deploys.rpc_worker import (
     env_data,
-    firewall_data,
     firewalld_commands,
     firewalld_rpc_rules,
     head_addresses,
@@ -141,63 +140,6 @@ def test_unit_hardening():
                    "SystemCallFilter=@system-service"):
         assert wanted in lines, wanted
     assert not [line for line in lines if line.startswith(("ReadWritePaths=", "ProtectSystem=full"))]
-
-
-def test_firewall_unit_loads_our_file_only():
-    text = render("etc/systemd/system/halo-firewall.service.j2", nft="/usr/sbin/nft",
-                  rules="/etc/halo-provision/firewall.nft", table="halo_provision")
-    lines = directives(text)
-    assert "ExecStart=/usr/sbin/nft -f /etc/halo-provision/firewall.nft" in lines
-    assert "ExecStop=/usr/sbin/nft delete table inet halo_provision" in lines
-    assert "WantedBy=sysinit.target" in lines and "PartOf=nftables.service" in lines
-
-
-# -- the nftables ruleset -----------------------------------------------------------------------
-
-
-def ruleset(ports, sources) -> str:
-    return render("etc/halo-provision/firewall.nft.j2", **firewall_data(ports, [ip_address(a) for a in sources]))
-
-
-def rules(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip().startswith("tcp dport")]
-
-
-def test_ruleset_one_head():
-    text = ruleset([50052], ["10.151.0.11"])
-    assert rules(text) == [
-        "tcp dport { 50052 } ip saddr { 10.151.0.11 } accept",
-        "tcp dport { 50052 } counter drop",
-    ]
-    # replaces our table atomically, never the rest of the ruleset
-    assert "table inet halo_provision\ndelete table inet halo_provision\n" in text
-    assert "flush ruleset" not in text
-
-
-def test_ruleset_two_heads_and_several_ports():
-    assert rules(ruleset([50053, 50052, 50053], ["10.151.0.21", "10.151.0.11"])) == [
-        "tcp dport { 50052, 50053 } ip saddr { 10.151.0.11, 10.151.0.21 } accept",
-        "tcp dport { 50052, 50053 } counter drop",
-    ]
-
-
-def test_ruleset_ipv6_and_ipv4_heads():
-    assert rules(ruleset([50052], ["fd51::11", "10.151.0.11"])) == [
-        "tcp dport { 50052 } ip saddr { 10.151.0.11 } accept",
-        "tcp dport { 50052 } ip6 saddr { fd51::11 } accept",
-        "tcp dport { 50052 } counter drop",
-    ]
-    assert rules(ruleset([50052], ["fd51::11"]))[0] == "tcp dport { 50052 } ip6 saddr { fd51::11 } accept"
-
-
-@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft")
-def test_ruleset_is_valid_nftables(tmp_path):
-    path = tmp_path / "firewall.nft"
-    path.write_text(ruleset([50052, 50053], ["10.151.0.11", "fd51::11"]))
-    proc = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
-    if "Operation not permitted" in proc.stderr:
-        pytest.skip("nft -c needs CAP_NET_ADMIN")
-    assert proc.returncode == 0, proc.stderr
 
 
 # -- head addresses -----------------------------------------------------------------------------

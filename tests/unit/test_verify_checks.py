@@ -88,3 +88,35 @@ def test_each_row_says_what_is_wrong(facts, settings, subject, verdict, words):
 def test_without_a_gpu_memory_rows_are_not_guessed():
     got = rows(replace(TUNED, gpu_memory=[], kfd_nodes=[]))
     assert "GTT" not in got and "VRAM carve-out" not in got
+
+
+# -- the head's reach to the RPC servers (facts.firewall.RpcReach) ------------------------------------
+
+from deploys.verify import rpc_reach_row  # noqa: E402
+
+ACTIVE = {"active": "active", "enabled": "enabled"}
+
+
+def reach(**endpoints: tuple[str, str]) -> dict:
+    return {"user": True, "endpoints": {ep.replace("_", ":"): {"user": u, "other": o} for ep, (u, o) in endpoints.items()}}
+
+
+def test_reach_ok_when_only_llama_server_connects():
+    row = rpc_reach_row(reach(a_1=("open", "closed"), b_1=("open", "closed")), ACTIVE)
+    assert (row.verdict, row.value) == ("ok", "2/2 RPC servers reached by llama-server, no other user")
+
+
+def test_reach_fails_when_another_user_connects():
+    row = rpc_reach_row(reach(a_1=("open", "open")), ACTIVE)
+    assert row.verdict == "FAIL" and "any local user of the head connects to a:1" in row.why
+    assert "deploys/firewall.py" in row.why
+
+
+def test_reach_fails_when_llama_server_cannot_connect_and_warns_while_it_serves():
+    assert rpc_reach_row(reach(a_1=("closed", "closed")), {"active": "inactive", "enabled": "enabled"}).verdict == "FAIL"
+    row = rpc_reach_row(reach(a_1=("closed", "closed")), ACTIVE)
+    assert row.verdict == "WARN" and "one client at a time" in row.why
+
+
+def test_reach_not_deployed_is_a_warning():
+    assert rpc_reach_row({"user": False, "endpoints": {}}, None).verdict == "WARN"

@@ -160,7 +160,8 @@ def halo_host(config: pytest.Config, tihost) -> HaloHost:
                     pytrace=False)
     s = cluster.settings[name]
     if name not in cluster.facts:
-        cluster.facts[name] = read_facts(s, fact_reader(tihost))
+        workers = [cluster.settings[h.name] for h in cluster.inventory if "rpc_workers" in h.groups]
+        cluster.facts[name] = read_facts(s, fact_reader(tihost), workers)
         cluster.reports[name] = judge(cluster.facts[name], s)
     return HaloHost(tihost, name, s, cluster.facts[name], cluster.reports[name], cluster)
 

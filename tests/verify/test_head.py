@@ -35,3 +35,13 @@ def test_head_lists_the_model(halo):
     wanted = head.model_file(s)
     check(any(i == wanted or Path(i).name == Path(wanted).name for i in ids),
           f"{halo.name}: /v1/models lists {ids}, not the model {wanted}: run deploys/head.py")
+
+
+def test_only_llama_server_on_the_head_reaches_the_rpc_servers(halo):
+    """The head's egress rule: llama-server's user connects to every RPC server it uses, no other user to any."""
+    step_module("firewall")
+    found = [r for r in halo.report.rows if r.subject == "RPC reach"]
+    if not found:
+        pytest.skip(f"{halo.name} uses no RPC server")
+    row = found[0]
+    check(row.verdict != "FAIL", f"{halo.name}: RPC reach {row.verdict}: {row.value}: {row.why}")

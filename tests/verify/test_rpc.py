@@ -1,6 +1,9 @@
-"""The llama.cpp RPC servers of the workers: running, listening on the cluster link, reachable by the head only."""
+"""The llama.cpp RPC servers of the workers: running, listening on the cluster link, reachable by the head's
+llama-server only: not by another user on the head, another host, or the machine running this suite."""
 
 from __future__ import annotations
+
+import socket
 
 import pytest
 
@@ -18,9 +21,25 @@ def rpc_facts(halo) -> dict:
     return halo.facts.rpc
 
 
-def connects(prober, address: str, port: int) -> bool:
-    """Whether `prober` (a testinfra host) opens a TCP connection to address:port within the timeout."""
-    return prober.run(f"timeout {PROBE_TIMEOUT_S} bash -c '</dev/tcp/{address}/{port}'").rc == 0
+def connects(prober, address: str, port: int, user: str | None = None) -> bool:
+    """Whether `prober` (a testinfra host), as `user` (else as whom the suite logs in), opens a TCP
+    connection to address:port within the timeout."""
+    as_user = f"runuser -u {user} -- " if user else ""
+    return prober.run(f"{as_user}timeout {PROBE_TIMEOUT_S} bash -c '</dev/tcp/{address}/{port}'").rc == 0
+
+
+def connects_from_here(address: str, port: int) -> bool:
+    """Whether the machine running this suite opens a TCP connection to address:port."""
+    try:
+        with socket.create_connection((address, port), timeout=PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def heads_of(halo, all_hosts) -> list:
+    """The testinfra hosts of the heads that use this worker's servers (not the worker itself)."""
+    return [all_hosts[n] for n in halo.cluster.heads if n in all_hosts and n != halo.name]
 
 
 def test_rpc_units_are_active(halo):
@@ -36,15 +55,43 @@ def test_rpc_servers_listen_on_their_bind_address(halo):
     check(not problems, f"{halo.name}: {'; '.join(problems)} (rpc_bind_address): run deploys/rpc_worker.py")
 
 
-def test_rpc_ports_are_open_to_the_head(halo, all_hosts):
-    ports = rpc_facts(halo)["ports"]
-    heads = [all_hosts[n] for n in halo.cluster.heads if n in all_hosts]
+def test_rpc_ports_are_open_to_the_heads_llama_server(halo, all_hosts):
+    """As the head's llama-server user: the head's firewall lets no other user of the head connect."""
+    heads = heads_of(halo, all_hosts)
     if not heads:
-        pytest.skip("no head among --hosts to connect from")
-    address = halo.settings.rpc_bind_address
-    closed = [port for port in ports if not connects(heads[0], str(address), port)]
-    check(not closed, f"{halo.name}: the head cannot connect to {address} port(s) {closed}: is the server "
-                      "running, and does the firewall accept the head's address? run deploys/rpc_worker.py")
+        pytest.skip("no head besides this worker among --hosts to connect from")
+    head_step = step_module("head")
+    address = halo.settings.rpc_connect_address
+    for head in heads:
+        name = halo.cluster.name_of(head)
+        ports = [server.port for server in halo.settings.rpc_servers_for(name)]
+        closed = [port for port in ports if not connects(head, str(address), port, user=head_step.USER)]
+        check(not closed, f"{halo.name}: head {name}'s llama-server cannot connect to {address} port(s) {closed}: "
+                          "is the server running (and not busy with another client), and does the firewall accept "
+                          "the head's address? run deploys/rpc_worker.py on the workers, deploys/firewall.py on "
+                          "the head")
+
+
+def test_rpc_ports_are_closed_to_other_users_on_the_head(halo, all_hosts):
+    """Root and every other user of the head but llama-server's: the RPC server has no authentication."""
+    heads = heads_of(halo, all_hosts)
+    if not heads:
+        pytest.skip("no head besides this worker among --hosts to connect from")
+    address = halo.settings.rpc_connect_address
+    for head in heads:
+        for user in ("root", "nobody"):
+            open_ports = [port for port in rpc_facts(halo)["ports"] if connects(head, str(address), port, user=user)]
+            check(not open_ports, f"{halo.name}: {user} on head {halo.cluster.name_of(head)} connects to {address} "
+                                  f"port(s) {open_ports}: any local user of the head can run code on this GPU; "
+                                  "run deploys/firewall.py on the head (only llama-server's user may connect)")
+
+
+def test_rpc_ports_are_closed_to_the_machine_running_this_suite(halo):
+    address = halo.settings.rpc_connect_address
+    open_ports = [port for port in rpc_facts(halo)["ports"] if connects_from_here(str(address), port)]
+    check(not open_ports, f"{halo.name}: this machine ({socket.gethostname()}), which is not a head, connects to "
+                          f"{address} port(s) {open_ports}: the firewall must accept only the heads: run "
+                          "deploys/firewall.py")
 
 
 def test_rpc_ports_are_closed_to_other_addresses(halo, all_hosts):

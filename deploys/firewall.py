@@ -1,0 +1,125 @@
+"""The halo-provision firewall on the RPC workers and the heads: one nftables table, loaded at boot.
+
+    pyinfra inventories/lab.py deploys/firewall.py     # deploys/rpc_worker.py and deploys/head.py run it first
+
+The llama.cpp RPC server has no authentication: whoever reaches its port runs code on the GPU. The
+table `inet halo_provision` (/etc/halo-provision/firewall.nft, loaded by halo-firewall.service at
+boot and again whenever nftables.service flushes the ruleset) holds:
+
+- on a worker, chain `input`: for each RPC server, `ip daddr <rpc_bind_address> tcp dport <port>
+  ip saddr { <its heads> } accept`, then the same match `drop`. Every rule names the server's own
+  address and port, so no rule of ours can touch another service of the host (sshd, llama-server),
+  whatever port it uses. A server bound to every address (rpc_allow_any_address) is matched by its
+  port on every address of its family. The heads of a server are those that use it (rpc_instances'
+  `head`, else every head but the worker itself), by their Settings.head_source_address;
+- on a head, chain `output`: connections to any RPC server of the cluster are refused (TCP reset)
+  for every local user but llama-server's (`meta skuid`), root included: another user on the head
+  cannot reach the workers through the head's allowed address.
+
+firewalld's and ufw's own rules are added by deploys/rpc_worker.py where they are active.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.server import Which
+from pyinfra.operations import files, systemd
+from pyinfra.operations.util import any_changed
+
+from deploys.common import install_packages
+from deploys.head import USER as LLAMA_SERVER_USER
+from deploys.head import service_user
+from deploys.settings import HEAD_GROUP, RPC_WORKERS_GROUP, IPAddress, Settings, settings
+from facts.distro import Distro
+
+FIREWALL_UNIT = "halo-firewall.service"
+ENV_DIR = "/etc/halo-provision"
+FIREWALL_RULES = f"{ENV_DIR}/firewall.nft"
+NFT = "/usr/sbin/nft"
+NFT_TABLE = "halo_provision"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+JINJA = {"trim_blocks": True, "lstrip_blocks": True}
+
+
+def _family(address: IPAddress) -> str:
+    return "ip6" if address.version == 6 else "ip"
+
+
+def _unscoped(address: IPAddress) -> str:
+    return str(address).partition("%")[0]  # nft knows no IPv6 scope: the address itself
+
+
+def input_rules(worker: Settings, heads: list[Settings]) -> list[dict]:
+    """One rule pair per RPC server of `worker`: its address and port, and the heads that use it."""
+    address = worker.rpc_bind_address
+    if not worker.is_rpc_worker or address is None:
+        return []
+    family = _family(address)
+    if address.is_unspecified:
+        where = f"meta nfproto {'ipv6' if address.version == 6 else 'ipv4'}"
+    else:
+        where = f"{family} daddr {_unscoped(address)}"
+    rules = []
+    for server in worker.rpc_servers:
+        sources = sorted({_unscoped(h.head_source_address) for h in heads
+                          if server in worker.rpc_servers_for(h.host_name) and h.head_source_address is not None
+                          and h.head_source_address.version == address.version})
+        rules.append({"match": f"{where} tcp dport {server.port}", "family": family, "sources": sources})
+    return rules
+
+
+def output_endpoints(head: Settings, workers: list[Settings]) -> dict[str, list[str]]:
+    """{"ip": ["<address> . <port>", ...], "ip6": [...]}: every RPC server of the cluster, for a head."""
+    if not head.is_head:
+        return {}
+    found: dict[str, set[str]] = {}
+    for w in workers:
+        address = w.rpc_connect_address
+        if address is None:
+            continue
+        for server in w.rpc_servers:
+            found.setdefault(_family(address), set()).add(f"{_unscoped(address)} . {server.port}")
+    return {family: sorted(endpoints) for family, endpoints in sorted(found.items())}
+
+
+def firewall_data(s: Settings, inventory) -> dict:
+    """Values of firewall.nft for host `s`: its input rules (worker) and output endpoints (head)."""
+    heads = [settings(h) for h in inventory.get_group(HEAD_GROUP, [])]
+    workers = [settings(w) for w in inventory.get_group(RPC_WORKERS_GROUP, [])]
+    return {"nft": NFT, "table": NFT_TABLE, "input": input_rules(s, heads),
+            "output": output_endpoints(s, workers), "service_user": LLAMA_SERVER_USER}
+
+
+def render(name: str, **data) -> str:
+    """A template of templates/ rendered as files.template renders it in this step (for tests)."""
+    from pyinfra.api.util import get_template
+
+    return get_template(str(TEMPLATES / name), dict(JINJA)).render(data)
+
+
+@deploy("Load the halo-provision firewall")
+def firewall() -> None:
+    s = settings(host)
+    if not (s.is_rpc_worker or s.is_head):
+        return
+    if s.is_head:  # the egress rule names llama-server's user: nft refuses a user that does not exist
+        service_user()
+    if not host.get_fact(Which, command="nft"):  # only this step installs it: no apt update when present
+        install_packages(host.get_fact(Distro), "Install nftables", ["nftables"], cache_time=3600)
+    rules = files.template(name="Write the RPC firewall rules", src=str(TEMPLATES / "etc/halo-provision/firewall.nft.j2"),
+                           dest=FIREWALL_RULES, mode="644", jinja_env_kwargs=dict(JINJA),
+                           **firewall_data(s, host.inventory))
+    unit = files.template(name=f"Install {FIREWALL_UNIT}", src=str(TEMPLATES / f"etc/systemd/system/{FIREWALL_UNIT}.j2"),
+                          dest=f"/etc/systemd/system/{FIREWALL_UNIT}", mode="644", jinja_env_kwargs=dict(JINJA),
+                          nft=NFT, rules=FIREWALL_RULES, table=NFT_TABLE)
+    systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
+    systemd.service(name="Load the changed RPC firewall rules", service=FIREWALL_UNIT, running=True,
+                    reloaded=True, _if=any_changed(rules, unit))
+    systemd.service(name="Load the RPC firewall at every boot", service=FIREWALL_UNIT, running=True, enabled=True)
+
+
+if __name__ in ("builtins", "__main__"):
+    firewall()

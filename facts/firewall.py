@@ -1,0 +1,57 @@
+"""What the head's firewall lets through: can llama-server's user, and can any other user, open a TCP
+connection to each RPC server?
+
+Usage::
+
+    from facts.firewall import RpcReach
+    host.get_fact(RpcReach, endpoints=["10.151.0.12:50052"], user="llama-server")
+    # {"user": True, "endpoints": {"10.151.0.12:50052": {"user": "open", "other": "closed"}}}
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from pyinfra.api import FactBase
+
+PROBE_TIMEOUT_S = 3
+OTHER_USER = "nobody"  # stands for every local user but llama-server's
+_LINE = re.compile(r"^reach (\S+) (open|closed) (open|closed)$")
+
+
+class RpcReach(FactBase[dict]):
+    """For each `address:port`, whether `user` ("user") and the user nobody ("other") connect to it
+    within 3 s (bash's /dev/tcp, run with runuser). "user": whether `user` exists at all.
+
+    .. code:: python
+
+        {"user": True, "endpoints": {"10.151.0.12:50052": {"user": "open", "other": "closed"}}}
+
+    Default: {"user": False, "endpoints": {}}.
+    """
+
+    @staticmethod
+    def default() -> dict:
+        return {"user": False, "endpoints": {}}
+
+    def command(self, endpoints: list[str], user: str) -> str:
+        probe = "runuser -u \"$1\" -- timeout {t} bash -c \"exec 3<>/dev/tcp/$2/$3\" 2>/dev/null".format(
+            t=PROBE_TIMEOUT_S)
+        script = (
+            f"try() {{ if {probe}; then echo open; else echo closed; fi; }}; "
+            "id -u \"$0\" >/dev/null 2>&1 && echo user || exit 0; "
+            "for ep in \"$@\"; do a=${ep%:*}; p=${ep##*:}; "
+            f"echo \"reach $ep $(try \"$0\" \"$a\" \"$p\") $(try {OTHER_USER} \"$a\" \"$p\")\"; done"
+        )
+        return f"bash -c {shlex.quote(script)} {shlex.quote(user)} " + " ".join(map(shlex.quote, endpoints)) + "; true"
+
+    def process(self, output: list[str]) -> dict:
+        found = {"user": False, "endpoints": {}}
+        for line in output:
+            if line.strip() == "user":
+                found["user"] = True
+            match = _LINE.match(line.strip())
+            if match:
+                found["endpoints"][match[1]] = {"user": match[2], "other": match[3]}
+        return found
