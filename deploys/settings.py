@@ -1486,16 +1486,43 @@ def _group_problems(inventory: Inventory) -> list[str]:
     return problems
 
 
+def _network(address: IPAddress) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The /24 (IPv4) or /64 (IPv6) around `address`: a guess at its link, for warnings only."""
+    return ipaddress.ip_network(f"{_unscoped(address)}/{24 if address.version == 4 else 64}", strict=False)
+
+
+def _head_source_warnings(valid: dict[str, Settings]) -> list[str]:
+    """A head whose address for the workers' firewalls comes from head_bind_address or ssh_hostname, on
+    another network than every worker: it likely connects from another address, which they refuse."""
+    workers = [s.rpc_connect_address for s in valid.values() if s.is_rpc_worker and s.rpc_connect_address]
+    found = []
+    for s in valid.values():
+        source = s.head_source_address
+        if not s.is_head or source is None or s.rpc_bind_address is not None or not workers:
+            continue
+        if any(w.version == source.version and w in _network(source) for w in workers):
+            continue
+        variable = "head_bind_address" if s.head_bind_address == source else "ssh_hostname"
+        found.append(
+            f"{s.host_name}: the RPC workers' firewalls accept head {s.host_name} from {source} ({variable}), but "
+            f"no worker is on its network ({_network(source)}): {s.host_name} connects to them from its "
+            "address toward them, which they would refuse. Set rpc_bind_address of "
+            f"{s.host_name} to its cluster-link address in {s._fix.get('rpc_bind_address', DEFAULT_FIX)}."
+        )
+    return found
+
+
 def inventory_warnings(inventory: Inventory, valid: dict[str, Settings] | None = None) -> list[str]:
-    """Names that look like ours and are ignored, once each: a name close to one of our variables (but
-    maybe the user's own data), a head_* / model_* variable set for a host that is not a head."""
+    """Things that look wrong but may be meant, once each: a name close to one of our variables (but
+    maybe the user's own data), a head_* / model_* variable set for a host that is not a head, a head
+    whose address for the workers' firewalls is on another network than the workers."""
     valid = valid or {}
     seen: dict[str, str] = {}
     for host in inventory:
         for key, message in _warnings_of(host, valid.get(host.name)):
             where = message.split(" = ", 1)[1]
             seen.setdefault(f"{key}={where}", message)
-    return list(seen.values())
+    return list(seen.values()) + _head_source_warnings(valid)
 
 
 def validate_inventory(inventory: Inventory) -> dict[str, Settings]:

@@ -58,15 +58,17 @@ def test_a_workers_other_services_stay_reachable_from_a_host_that_is_no_head(clu
 
 
 def test_only_llama_servers_user_on_the_head_reaches_the_rpc_servers(cluster, head_server_stopped):
+    lab.ssh(HEAD, "id halo-test-user >/dev/null 2>&1 || useradd --system --no-create-home halo-test-user")
     for worker in ("halo2", "halo3"):
         assert can_connect(HEAD, worker, PORT, user=HEAD_USER)
-        for user in ("root", "nobody"):
+        assert can_connect(HEAD, worker, PORT, user="root")  # root owns the firewall: it could lift any rule
+        for user in ("nobody", "halo-test-user"):
             assert not can_connect(HEAD, worker, PORT, user=user), f"{user} on the head reaches {worker}"
     # refused at once (TCP reset), not after a timeout, so a user's tool fails clearly
     probe = lab.ssh(HEAD, f"runuser -u nobody -- bash -c 'exec 3<>/dev/tcp/{address('halo2')}/{PORT}' 2>&1",
                     check=False)
     assert probe.returncode != 0 and "refused" in probe.stdout, probe.stdout
-    assert 'meta skuid != "llama-server"' in sh(HEAD, "nft list chain inet halo_provision output")
+    assert "meta skuid != { 0," in sh(HEAD, "nft list chain inet halo_provision output")  # root and llama-server
 
 
 def test_llama_server_still_serves_through_the_workers(cluster):

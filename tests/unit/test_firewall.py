@@ -68,7 +68,7 @@ def test_a_head_lets_only_llama_server_connect_to_the_rpc_servers():
     assert rules(text) == [
         "ip daddr 10.151.0.11 tcp dport 50052 counter drop",  # its own server: for other heads, none here
         "ip daddr . tcp dport { 10.151.0.11 . 50052, 10.151.0.12 . 50052, 10.151.0.13 . 50052 } "
-        'meta skuid != "llama-server" counter reject with tcp reset',
+        'meta skuid != { "root", "llama-server" } counter reject with tcp reset',
     ]
 
 
@@ -82,8 +82,8 @@ def test_a_server_on_every_address_is_matched_by_family_and_port():
 @pytest.mark.parametrize("name", list(LAB))
 def test_ruleset_is_valid_nftables(tmp_path, name):
     path = tmp_path / "firewall.nft"
-    # the user must exist where nft checks the file: root stands in for llama-server
-    path.write_text(ruleset(cluster(), name).replace('"llama-server"', '"root"'))
+    # the user must exist where nft checks the file: nobody stands in for llama-server
+    path.write_text(ruleset(cluster(), name).replace('"llama-server"', '"nobody"'))
     proc = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
     if "Operation not permitted" in proc.stderr:
         pytest.skip("nft -c needs CAP_NET_ADMIN")

@@ -473,3 +473,18 @@ def test_secrets_are_masked_in_every_message():
     assert masked("https://example.org/m.gguf?X-Amz-Signature=abc&X-Amz-Credential=def&part=1") == \
         "https://example.org/m.gguf?X-Amz-Signature=***&X-Amz-Credential=***&part=1"
     assert masked("ssh://git@github.com/ggml-org/llama.cpp") == "ssh://git@github.com/ggml-org/llama.cpp"
+
+
+def test_a_head_on_another_network_than_the_workers_is_a_warning():
+    hosts = [("halo2", {"rpc_bind_address": "10.151.0.12"}),
+             ("head", {"ssh_hostname": "192.168.1.4", "head_bind_address": "127.0.0.1"})]
+    inventory = Inventory((hosts, {}), head=(["head"], {}), rpc_workers=(["halo2"], {}))
+    valid = validate_inventory(inventory)
+    (warning,) = inventory_warnings(inventory, valid)
+    assert warning.startswith("head: the RPC workers' firewalls accept head head from 192.168.1.4 (ssh_hostname), "
+                              "but no worker is on its network (192.168.1.0/24)")
+    assert "Set rpc_bind_address of head to its cluster-link address" in warning
+    # on the workers' network: no warning
+    hosts[1] = ("head", {"ssh_hostname": "10.151.0.4"})
+    inventory = Inventory((hosts, {}), head=(["head"], {}), rpc_workers=(["halo2"], {}))
+    assert inventory_warnings(inventory, validate_inventory(inventory)) == []
