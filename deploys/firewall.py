@@ -13,8 +13,10 @@ boot and again whenever nftables.service flushes the ruleset) holds:
   port on every address of its family. The heads of a server are those that use it (rpc_instances'
   `head`, else every head but the worker itself), by their Settings.head_source_address;
 - on a head, chain `output`: connections to any RPC server of the cluster are refused (TCP reset)
-  for every local user but llama-server's (`meta skuid`), root included: another user on the head
-  cannot reach the workers through the head's allowed address.
+  for every local user but llama-server's and root (`meta skuid`): another user on the head cannot
+  reach the workers through the head's allowed address. Root is let through on purpose: it owns this
+  firewall and could lift any rule, and root's own tools (deploys/head.py's checks, an admin's
+  probe) keep working.
 
 firewalld's and ufw's own rules are added by deploys/rpc_worker.py where they are active.
 """

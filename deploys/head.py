@@ -454,5 +454,5 @@ def head() -> None:
 if __name__ in ("builtins", "__main__"):
     from deploys.firewall import firewall
 
-    firewall()  # on the head: only llama-server's user may connect to the RPC servers
+    firewall()  # on the head: only llama-server's user (and root) may connect to the RPC servers
     head()

@@ -73,17 +73,18 @@ def test_rpc_ports_are_open_to_the_heads_llama_server(halo, all_hosts):
 
 
 def test_rpc_ports_are_closed_to_other_users_on_the_head(halo, all_hosts):
-    """Root and every other user of the head but llama-server's: the RPC server has no authentication."""
+    """Every user of the head but llama-server's and root (nobody stands for them): the RPC server has
+    no authentication."""
     heads = heads_of(halo, all_hosts)
     if not heads:
         pytest.skip("no head besides this worker among --hosts to connect from")
     address = halo.settings.rpc_connect_address
     for head in heads:
-        for user in ("root", "nobody"):
+        for user in ("nobody",):
             open_ports = [port for port in rpc_facts(halo)["ports"] if connects(head, str(address), port, user=user)]
             check(not open_ports, f"{halo.name}: {user} on head {halo.cluster.name_of(head)} connects to {address} "
                                   f"port(s) {open_ports}: any local user of the head can run code on this GPU; "
-                                  "run deploys/firewall.py on the head (only llama-server's user may connect)")
+                                  "run deploys/firewall.py on the head (only llama-server's user and root may connect)")
 
 
 def test_rpc_ports_are_closed_to_the_machine_running_this_suite(halo):
