@@ -87,7 +87,7 @@ def test_a_gated_hugging_face_file_downloads_with_a_token_that_stays_out_of_sigh
         assert http("/health")[0] == 200
         assert token not in output
         assert sh(f"grep -rlF {token} /var/lib/halo-provision /etc/halo-provision /etc/systemd || true") == ""
-        assert token not in sh("journalctl --no-pager -o cat -n 2000")
+        assert sh(f"journalctl --no-pager -o cat | grep -cF {token} || true") == "0"  # (the journal is not all UTF-8)
     finally:
         server.close()
         sh(f"rm -f {token_file} {MODELS}/tiny-0000?-of-00002.gguf*")

@@ -61,8 +61,8 @@ def test_tuning_settings_reach_the_running_llama_server(cluster, tmp_path):
         assert props["model_alias"] == "halo-tiny" and props["chat_template"] == CHAT
         assert [m["id"] for m in json.loads(http("/v1/models")[1])["data"]] == ["halo-tiny"]
         assert re.search(r"tensor output\.weight \(.*\) buffer type overridden to CPU", journal_of_current_process())
-        status, text = http("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
-        assert status == 200, text
+        # no generation at log verbosity 5: llama.cpp would log the tiny model's random byte tokens, which
+        # are not UTF-8, into the unit's journal, where later tests read it
 
         assert_no_changes(cluster.run("deploys/head.py", inventory=inventory))
     finally:
