@@ -16,7 +16,7 @@ boxes, and one binary everywhere, which RPC needs (client and servers must speak
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 import shlex
 import uuid
 from dataclasses import dataclass, field
@@ -33,9 +33,10 @@ from pyinfra.api import (
 )
 
 from deploys.common import install_packages, once_per_run
+from deploys.rocm import refuse_unsupported_rocm, rocm_prefix
 from deploys.settings import Settings, settings
 from facts.distro import Distro
-from facts.llama_cpp import STAMP, LlamaCppInstall
+from facts.llama_cpp import LlamaCppInstall
 
 # Build dependencies per package manager and backend (ROCm itself comes from deploys/rocm.py).
 BUILD_PACKAGES = {
@@ -65,21 +66,26 @@ RUNTIME_PACKAGES = {
     ("dnf", "vulkan"): ["libgomp", "vulkan-loader", "mesa-vulkan-drivers"],
     ("dnf", "hip"): ["libgomp"],
 }
+SCRIPTS = Path(__file__).resolve().parent / "scripts"  # the shell the build and copy steps run on hosts
 ARTIFACTS = Path.home() / ".cache" / "halo-provision" / "llama.cpp"  # copies on the pyinfra machine
 
 
 def cmake_flags(s: Settings) -> list[str]:
     """The CMake settings of a build; with the commit they are its identity.
 
-    >>> cmake_flags(Settings(llama_cpp_backend="hip"))[-2:]
-    ['-DGGML_HIP=ON', '-DGPU_TARGETS=gfx1151']
+    >>> cmake_flags(Settings(llama_cpp_backend="hip"))[-3:]
+    ['-DGGML_RPC_RDMA=OFF', '-DGGML_HIP=ON', '-DGPU_TARGETS=gfx1151']
     """
+    # ggml-rpc turns its RDMA transport on by itself when the build host has libibverbs
+    # (ggml/src/ggml-rpc/CMakeLists.txt: option(GGML_RPC_RDMA ... ON) after find_library(ibverbs)),
+    # and a copy of that build then needs libibverbs on every host: off unless llama_cpp_rpc_rdma.
+    rdma = [f"-DGGML_RPC_RDMA={'ON' if s.llama_cpp_rpc_rdma else 'OFF'}"]
     backend = {
         "hip": ["-DGGML_HIP=ON", f"-DGPU_TARGETS={';'.join(s.gpu_targets)}"],
         "vulkan": ["-DGGML_VULKAN=ON"],
         "cpu": [],
     }[s.llama_cpp_backend]
-    return BASE_FLAGS + backend + list(s.llama_cpp_cmake_extra_args)
+    return BASE_FLAGS + rdma + backend + list(s.llama_cpp_cmake_extra_args)
 
 
 def flags_hash(flags: list[str]) -> str:
@@ -94,66 +100,39 @@ def is_commit(ref: str) -> bool:
     return len(ref) == 40 and all(c in "0123456789abcdef" for c in ref)
 
 
-def build_script(s: Settings, flags: list[str], jobs: int | None) -> str:
-    """The shell script that clones or fetches, builds, checks and switches `current`.
+def rocm_path(s: Settings) -> str:
+    """Where `rocm_source` installs ROCm: the HIP build puts its bin/ and LLVM's bin/ on PATH.
 
-    Everything before the final `mv -T` can fail without touching the serving build.
+    >>> [rocm_path(Settings(rocm_source=src)) for src in ("distro", "amd-repo")]
+    ['/usr', '/opt/rocm']
     """
-    q = shlex.quote
-    prefix, ref = s.llama_cpp_prefix, s.llama_cpp_ref
-    hip_env = (
-        'export HIP_PATH="$(hipconfig -R)" HIPCXX="$(hipconfig -l)/clang"\n'
-        if s.llama_cpp_backend == "hip" else ""
-    )
-    cmake_args = " ".join(q(f) for f in flags)
-    return f"""set -eu
-prefix={q(prefix)}; ref={q(ref)}; fhash={flags_hash(flags)}
-mkdir -p "$prefix/builds" "$prefix/trees"
-if [ ! -d "$prefix/src/.git" ]; then
-    rm -rf "$prefix/src.tmp"
-    git clone --quiet --no-checkout {q(s.llama_cpp_repo)} "$prefix/src.tmp"
-    mv "$prefix/src.tmp" "$prefix/src"
-fi
-cd "$prefix/src"
-git remote set-url origin {q(s.llama_cpp_repo)}
-if ! commit=$(git rev-parse --verify --quiet "$ref^{{commit}}"); then
-    git fetch --quiet --tags origin || true
-    git fetch --quiet origin "$ref" 2>/dev/null || true
-    commit=$(git rev-parse --verify --quiet "$ref^{{commit}}") || {{
-        echo "llama_cpp_ref $ref is not a tag or commit of {q(s.llama_cpp_repo)}" >&2; exit 1; }}
-fi
-git checkout --quiet --force --detach "$commit"
-id="$(printf %.12s "$commit")-$fhash"
-build="$prefix/builds/$id"
-if [ ! -f "$build/{STAMP}" ]; then
-    rpc=ggml-rpc-server
-    grep -qs ggml-rpc-server tools/rpc/CMakeLists.txt || rpc=rpc-server
-    {hip_env}tree="$prefix/trees/$fhash"  # one build tree per flags: a new ref builds incrementally
-    cmake -S . -B "$tree" -G Ninja {cmake_args}
-    cmake --build "$tree" --target llama-server "$rpc" -j {jobs or '"$(nproc)"'}
-    rm -rf "$build.tmp" && mkdir -p "$build.tmp/bin"
-    cp "$tree/bin/llama-server" "$tree/bin/$rpc" "$build.tmp/bin/"
-    "$build.tmp/bin/llama-server" --version
-    "$build.tmp/bin/$rpc" --help >/dev/null 2>&1
-    cat > "$build.tmp/{STAMP}" <<EOF
-{{"id": "$id", "commit": "$commit", "ref": "$ref", "backend": {json.dumps(s.llama_cpp_backend)},
- "flags": {json.dumps(flags)},
- "rpc_server": "$build/bin/$rpc", "server": "$build/bin/llama-server"}}
-EOF
-    mv "$build.tmp" "$build"
-fi
-ln -sfn "builds/$id" "$prefix/current.new" && mv -T "$prefix/current.new" "$prefix/current"
-ls -1dt "$prefix"/builds/*/ | tail -n +4 | while read -r old; do
-    [ "$(readlink -f "$old")" = "$(readlink -f "$prefix/current")" ] || rm -rf "$old"
-done
-echo "llama.cpp $ref ($commit) serving from $build"
-"""
+    return rocm_prefix(s.rocm_source, s.rocm_version)
+
+
+def script_command(script: str, env: dict[str, str], args: list[str] = ()) -> StringCommand:
+    """`env K=V ... bash -c <script file's text> <name> ARGS...`: every value a quoted word of its own.
+
+    The scripts live in deploys/scripts/ and take host data only as environment and arguments.
+    """
+    text = (SCRIPTS / script).read_text()
+    words = ["env", *(f"{k}={v}" for k, v in env.items()), "bash", "-c", text, script.removesuffix(".sh"), *args]
+    return StringCommand(*(shlex.quote(w) for w in words))
+
+
+def build_env(s: Settings, flags: list[str], jobs: int | None) -> dict[str, str]:
+    """The environment of deploys/scripts/llama-build.sh (the CMake arguments go as its arguments)."""
+    env = {"HALO_PREFIX": s.llama_cpp_prefix, "HALO_REPO": s.llama_cpp_repo, "HALO_REF": s.llama_cpp_ref,
+           "HALO_BACKEND": s.llama_cpp_backend, "HALO_FLAGS_HASH": flags_hash(flags),
+           "HALO_JOBS": str(jobs or "")}
+    if s.llama_cpp_backend == "hip":
+        env |= {"HALO_ROCM_SOURCE": s.rocm_source, "HALO_ROCM_PATH": rocm_path(s)}
+    return env
 
 
 @operation(is_idempotent=False)
 def build(s: Settings, flags: list[str], jobs: int | None):
     """Clone or fetch, build at the pinned commit, check the binaries, then move `current`."""
-    yield StringCommand("bash", "-c", shlex.quote(build_script(s, flags, jobs)))
+    yield script_command("llama-build.sh", build_env(s, flags, jobs), flags)
 
 
 def _clear_artifacts(state, host, artifact: Path) -> None:
@@ -173,9 +152,10 @@ def pack(prefix: str, artifact: Path):
     """Download the `current` build of the build host to the pyinfra machine for the other hosts."""
     remote = f"/tmp/halo-llama-build-{artifact.stem}.tar"
     yield FunctionCommand(_clear_artifacts, (artifact,), {})
-    yield StringCommand("tar", "-C", f"{prefix}/builds", "-chf", remote, f"$(readlink {prefix}/current | xargs basename)")
+    builds, current = shlex.quote(f"{prefix}/builds"), shlex.quote(f"{prefix}/current")
+    yield StringCommand("tar", "-C", builds, "-chf", shlex.quote(remote), f"$(readlink {current} | xargs basename)")
     yield FileDownloadCommand(remote, str(artifact))
-    yield StringCommand("rm", "-f", remote)
+    yield StringCommand("rm", "-f", shlex.quote(remote))
 
 
 @operation(is_idempotent=False)
@@ -184,19 +164,7 @@ def unpack(prefix: str, artifact: Path, builder: str):
     remote = f"/tmp/halo-llama-build-{artifact.stem}.tar"
     yield FunctionCommand(_check_artifact, (artifact, builder), {})
     yield FileUploadCommand(str(artifact), remote)
-    script = f"""set -eu
-prefix={shlex.quote(prefix)}
-mkdir -p "$prefix/builds"
-id=$(tar -tf {remote} | head -n 1 | cut -d/ -f1)
-rm -rf "$prefix/builds/$id.tmp" && mkdir "$prefix/builds/$id.tmp"
-tar -C "$prefix/builds/$id.tmp" --strip-components=1 -xf {remote}
-rm -f {remote}
-"$prefix/builds/$id.tmp/bin/llama-server" --version
-rm -rf "$prefix/builds/$id" && mv "$prefix/builds/$id.tmp" "$prefix/builds/$id"
-ln -sfn "builds/$id" "$prefix/current.new" && mv -T "$prefix/current.new" "$prefix/current"
-echo "llama.cpp build $id copied from {builder}"
-"""
-    yield StringCommand("bash", "-c", shlex.quote(script))
+    yield script_command("llama-unpack.sh", {"HALO_PREFIX": prefix, "HALO_ARCHIVE": remote, "HALO_BUILDER": builder})
 
 
 @dataclass
@@ -221,18 +189,28 @@ class Plan:
 
 
 def host_key(distro: dict, flags: list[str]) -> str:
-    """Hosts with one key run one build: same distribution (facts.distro.Distro), release and flags."""
-    return f"{distro['id']}-{distro['release']}-{flags_hash(flags)}"
+    """Hosts with one key run one build: same distribution (facts.distro.Distro), release and flags.
+
+    >>> host_key({"id": "debian", "release": "14"}, [])
+    'debian-14-e3b0c442'
+    """
+    key = f"{distro['id']}-{distro['release']}-{flags_hash(flags)}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key)  # it names files here and on the hosts
 
 
 def plan_builds(state) -> dict[str, tuple[Plan, str]]:
-    """{host: (its group's plan, its distribution)} from each host's facts (call it once per run)."""
+    """{host: (its group's plan, its distribution)} from each host's facts (call it once per run).
+
+    Raises SettingsError when a HIP host's rocm_source cannot work on its distro (see deploys/rocm.py).
+    """
     active = set(state.inventory.get_active_hosts())
     seen: dict[str, dict] = {}
     for other in (h for h in state.inventory if h in active):  # inventory order: the first host builds
         s = settings(other)
         flags = cmake_flags(s)
         distro = other.get_fact(Distro)
+        if s.llama_cpp_backend == "hip":  # before any change: a ROCm this distro cannot give stops the run
+            refuse_unsupported_rocm(s, distro)
         info = other.get_fact(LlamaCppInstall, prefix=s.llama_cpp_prefix, ref=s.llama_cpp_ref)
         seen[other.name] = {"key": host_key(distro, flags), "distro": distro, "flags": flags,
                             "wanted": s.llama_cpp_ref if is_commit(s.llama_cpp_ref) else info["ref_commit"],

@@ -5,14 +5,23 @@
 
 `rocm_source` says where ROCm comes from:
 
-- ``distro``: the distribution's own packages (Fedora; Debian 13 and newer). Not on Ubuntu: its
-  archive carries Debian's ROCm 5.x packaging, whose rocBLAS has no gfx1151 kernels.
+- ``distro``: the distribution's own packages, in /usr (Fedora; Debian testing "forky" and newer).
+  Not on Ubuntu: its archive carries Debian's ROCm 5.x packaging, whose rocBLAS has no gfx1151
+  kernels. Not on Debian 13: its HIP 5.7 is older than the 6.1 llama.cpp's HIP backend needs.
 - ``amd-repo``: AMD's apt repository (Ubuntu 22.04/24.04; Debian 12/13 use AMD's Ubuntu suites):
   the signing key dearmored into /etc/apt/keyrings/rocm.gpg, the deb822 source
   /etc/apt/sources.list.d/rocm.sources for `rocm_version` with Signed-By, a pin of 600 for the
-  repository's host in /etc/apt/preferences.d/rocm-pin-600, then the packages.
+  repository's host in /etc/apt/preferences.d/rocm-pin-600, then the packages, into /opt/rocm.
 - ``therock``: the tarball at `rocm_tarball_url`, downloaded once and checked against
   `rocm_tarball_sha256` before anything is unpacked into /opt/rocm-<version>; /opt/rocm points at it.
+
+For ``amd-repo`` and ``therock`` the step also does AMD's post-install step: the prefix's lib/ and
+lib64/ in /etc/ld.so.conf.d/rocm.conf, then ldconfig (only when that file or the tarball changed).
+Their bin/ and llvm/bin are not put on PATH: the llama.cpp build finds them from `rocm_source`.
+
+A combination that cannot build llama.cpp's HIP backend (a distro without hipBLAS/rocBLAS or with a
+HIP older than 6.1, AMD's repository on a distro it has no suite for) stops the run while it is
+prepared, before any change, naming host, variable, value and what to use instead.
 
 amdgpu-dkms and its firmware are never installed: Strix Halo runs on the in-kernel amdgpu driver,
 and the DKMS firmware package has shipped the bad MES firmware 0x83 that hangs gfx1151. With
@@ -28,11 +37,11 @@ from urllib.parse import urlsplit
 from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from deploys.common import fail_host, install_packages, warn
-from deploys.settings import Settings, settings
+from deploys.common import install_packages
+from deploys.settings import Settings, SettingsError, settings
 from facts.distro import Distro
 from facts.rocm import KeyringDigests
 
@@ -53,10 +62,15 @@ TOOLS = {"amd-repo": ["curl", "ca-certificates", "gpg"], "therock": ["curl", "ca
 # AMD's apt suite per (distro ID, major version): Debian uses the Ubuntu suite AMD builds for it.
 AMD_SUITES = {("ubuntu", 22): "jammy", ("ubuntu", 24): "noble", ("debian", 12): "jammy", ("debian", 13): "noble"}
 DEBIAN_MIN_DISTRO = 13  # Debian 12 has only HIP 5.2, no hipBLAS or rocBLAS
+# llama.cpp's ggml/src/ggml-hip/CMakeLists.txt: `if (${hip_VERSION} VERSION_LESS 6.1) message(FATAL_ERROR ...)`.
+HIP_MIN = "6.1"
+# HIP in Debian's own archive per release, where it is older than HIP_MIN (checked with apt-cache, 2026-11).
+DEBIAN_OLD_HIP = {13: "5.7"}
 
 KEYRING = "/etc/apt/keyrings/rocm.gpg"
 SOURCES = "/etc/apt/sources.list.d/rocm.sources"
 PIN = "/etc/apt/preferences.d/rocm-pin-600"
+LD_CONF = "/etc/ld.so.conf.d/rocm.conf"
 STAMP = ".halo-tarball-sha256"  # in /opt/rocm-<version>: the sha256 of the tarball unpacked there
 APT_CACHE_S = 24 * 3600
 
@@ -68,7 +82,7 @@ class Unsupported(Exception):
 def rocm_packages(source: str, distro: str, major: int | None) -> list[str]:
     """The ROCm packages of `source` on a distro (ID, major version), or Unsupported with a fix.
 
-    >>> rocm_packages("distro", "debian", 13)[:2]
+    >>> rocm_packages("distro", "debian", 14)[:2]
     ['hipcc', 'libamdhip64-dev']
     """
     if source == "distro" and distro == "ubuntu":
@@ -82,6 +96,13 @@ def rocm_packages(source: str, distro: str, major: int | None) -> list[str]:
             f"Debian {major}'s archive has no hipBLAS or rocBLAS (Debian 13 is the first with them); "
             "set rocm_source = 'amd-repo' (AMD's apt repository) or 'therock'"
         )
+    if source == "distro" and distro == "debian" and major in DEBIAN_OLD_HIP:
+        raise Unsupported(
+            f"Debian {major}'s own HIP is {DEBIAN_OLD_HIP[major]}, and llama.cpp's HIP backend needs HIP "
+            f"{HIP_MIN} or newer (its CMake stops with 'At least ROCM/HIP V6.1 is required'); set "
+            "rocm_source = 'amd-repo' (AMD's apt repository) or 'therock' (a TheRock tarball), or run "
+            "Debian testing \"forky\" (HIP 6.4.3 in its own archive)"
+        )
     if source == "amd-repo" and (distro, major) not in AMD_SUITES:
         supported = ", ".join(f"{d.capitalize()} {m}" for d, m in AMD_SUITES)
         raise Unsupported(
@@ -92,6 +113,20 @@ def rocm_packages(source: str, distro: str, major: int | None) -> list[str]:
     if packages is None:
         raise Unsupported(f"no way to install ROCm from {source!r} on {distro} {major} is known; use 'therock'")
     return list(packages)
+
+
+def rocm_prefix(source: str, version: str) -> str:
+    """Where `source` installs ROCm (bin/, lib/, llvm/ below it).
+
+    >>> rocm_prefix("distro", "7.2.1"), rocm_prefix("amd-repo", "7.2.1"), rocm_prefix("therock", "7.2.1")
+    ('/usr', '/opt/rocm', '/opt/rocm-7.2.1')
+    """
+    return {"distro": "/usr", "amd-repo": "/opt/rocm"}.get(source) or opt_dir(version)
+
+
+def ld_conf(prefix: str) -> str:
+    """/etc/ld.so.conf.d/rocm.conf: AMD's post-install step, ROCm's libraries for the dynamic linker."""
+    return f"# ROCm's libraries (written by halo-provision deploys/rocm.py)\n{prefix}/lib\n{prefix}/lib64\n"
 
 
 def deb822_source(repo_url: str, version: str, suite: str) -> str:
@@ -195,6 +230,17 @@ def amd_repo(s: Settings, suite: str) -> None:
     apt.update(name="Update apt lists for the ROCm repository", _if=any_changed(key, source, pin))
 
 
+def refuse_unsupported_rocm(s: Settings, d: dict) -> list[str]:
+    """The ROCm packages of this host's rocm_source on its distribution (facts.distro.Distro), or a
+    SettingsError naming host, rocm_source, its value and what to use instead, raised while the run
+    is prepared: before any change on any host."""
+    try:
+        return rocm_packages(s.rocm_source, d["family"], d["major"])
+    except Unsupported as e:
+        where = f"{d['family']} {d['release'] or d['major']}"
+        raise SettingsError(s._problem("rocm_source", f"the HIP backend cannot use it on {where}: {e}")) from e
+
+
 @deploy("Install ROCm")
 def install_rocm() -> None:
     s = settings(host)
@@ -202,29 +248,27 @@ def install_rocm() -> None:
         logger.info(f"{host.name}: ROCm not installed: llama_cpp_backend is {s.llama_cpp_backend!r}, not 'hip'")
         return
     d = host.get_fact(Distro)
+    packages = refuse_unsupported_rocm(s, d)
     distro, major = d["family"], d["major"]
-    try:
-        packages = rocm_packages(s.rocm_source, distro, major)
-    except Unsupported as e:
-        fail_host(f"Fail: ROCm from {s.rocm_source!r} does not work here", f"rocm_source = {s.rocm_source!r}: {e}")
-        return
-    if s.rocm_source == "distro" and (distro, major) == ("debian", 13) and "gfx1151" in s.gpu_targets:
-        warn(
-            "Debian 13's rocBLAS 5.5 has no gfx1151 kernels (built for GPUs up to gfx1102): llama.cpp builds, but "
-            "its hipBLAS path fails on Strix Halo; rocm_source = 'therock' or 'amd-repo' gives a ROCm 7 for gfx1151"
-        )
     tools = TOOLS.get(s.rocm_source, [])
     install_packages(d, f"Install {', '.join(tools)} for this step", tools, cache_time=APT_CACHE_S)
+    unpacked = None
     if s.rocm_source == "amd-repo":
         amd_repo(s, AMD_SUITES[(distro, major)])
     elif s.rocm_source == "therock":
         dest = opt_dir(s.rocm_version)
-        unpacked_tarball(
+        unpacked = unpacked_tarball(
             name=f"Install the ROCm tarball into {dest}", url=s.rocm_tarball_url, sha256=s.rocm_tarball_sha256, dest=dest
         )
         files.link(name=f"Point /opt/rocm at {dest}", path="/opt/rocm", target=dest)
     wanted = packages + s.rocm_packages_extra
     install_packages(d, f"Install ROCm packages: {', '.join(wanted)}", wanted, cache_time=APT_CACHE_S)
+    if s.rocm_source in ("amd-repo", "therock"):  # AMD's post-install step; the distro's packages are in /usr
+        prefix = rocm_prefix(s.rocm_source, s.rocm_version)
+        conf = files.put(name=f"List {prefix}/lib for the dynamic linker", src=StringIO(ld_conf(prefix)),
+                         dest=LD_CONF, mode="644")
+        server.shell(name="Update the dynamic linker's cache (ldconfig)", commands=["ldconfig"],
+                     _if=any_changed(conf, unpacked) if unpacked else conf.did_change)
 
 
 if __name__ in ("builtins", "__main__"):

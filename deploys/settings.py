@@ -120,10 +120,11 @@ _GPU_TARGET_RE = r"^gfx[0-9]{3,4}[0-9a-f]?$"
 _USER_NAME_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
 # A kernel argument: "key=value" or a flag; nothing that needs quoting in /etc/default/grub or a shell.
 _KERNEL_ARG_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(=[A-Za-z0-9_.,:/@%+=~*-]*)?$"
-_GIT_URL_RE = r"^((https?|git|ssh|file)://\S+|/\S*)$"
+# Printable, no spaces: values that reach a host's commands (as quoted data) or a build stamp.
+_GIT_URL_RE = r"^((https?|git|ssh|file)://[!-~]+|/[!-~]*)$"
 _GIT_REF_RE = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$"
 _ABS_PATH_RE = r"^/[A-Za-z0-9._/-]*$"
-_CMAKE_ARG_RE = r"^-D[A-Za-z_][A-Za-z0-9_]*(:[A-Z]+)?=\S*$"
+_CMAKE_ARG_RE = r"^-D[A-Za-z_][A-Za-z0-9_]*(:[A-Z]+)?=[!-~]*$"
 
 
 def _check_kernel_version(value: str) -> str:
@@ -133,6 +134,16 @@ def _check_kernel_version(value: str) -> str:
         Version(value)
     except InvalidVersion as e:  # pragma: no cover - the regex already guarantees it
         raise ValueError(str(e)) from e
+    return value
+
+
+def _check_git_url(value: str) -> str:
+    # The pattern already refuses "-..." (git would read an option) and "<transport>::<address>"
+    # (ext::, fd::: remote helpers that run commands). A URL's host starting with "-" would become
+    # an option of ssh.
+    host = value.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1] if "://" in value else ""
+    if host.startswith("-"):
+        raise ValueError("its host starts with '-', which ssh would read as an option")
     return value
 
 
@@ -350,19 +361,26 @@ VALID: dict[str, str] = {
     ),
     "llama_cpp_repo": (
         "a git repository URL (https://, http://, git://, ssh://, file://) or an absolute path, "
-        "e.g. 'https://github.com/ggml-org/llama.cpp'"
+        "e.g. 'https://github.com/ggml-org/llama.cpp' (printable characters, no spaces; not an option "
+        "such as '-u...', no remote helper such as 'ext::')"
     ),
     "llama_cpp_ref": "a release tag such as 'b10760' or a commit hash (7 to 40 hex digits)",
     "llama_cpp_backend": "one of 'hip' (ROCm), 'vulkan' or 'cpu'",
     "llama_cpp_prefix": "an absolute directory path such as '/opt/llama.cpp'",
     "llama_cpp_build_once": "True (build on one host per distro and backend, copy to the others) or False",
-    "llama_cpp_cmake_extra_args": "a list of CMake cache settings such as ['-DGGML_HIP_NO_VMM=ON']",
+    "llama_cpp_cmake_extra_args": (
+        "a list of CMake cache settings such as ['-DGGML_HIP_NO_VMM=ON'] ('-D<NAME>=<value>', printable "
+        "characters, no spaces; GGML_RPC_RDMA comes from llama_cpp_rpc_rdma)"
+    ),
+    "llama_cpp_rpc_rdma": (
+        "True (build the RPC backend's RDMA transport: every host then needs libibverbs) or False"
+    ),
     "llama_cpp_build_jobs": "a whole number of parallel compile jobs from 1 to 256, or None for all cores",
     "rocm_source": (
-        "one of 'distro' (Fedora's or Debian 13's own packages), 'amd-repo' (AMD's apt repository, "
+        "one of 'distro' (Fedora's or Debian testing's own packages), 'amd-repo' (AMD's apt repository, "
         "Ubuntu and Debian) or 'therock' (a TheRock tarball from rocm_tarball_url)"
     ),
-    "rocm_version": "a ROCm release such as '7.1.1' (two or three numbers separated by dots)",
+    "rocm_version": "a ROCm release such as '7.2.1' (two or three numbers separated by dots)",
     "rocm_repo_url": "an http:// or https:// URL such as 'https://repo.radeon.com/rocm/apt'",
     "rocm_repo_key_url": "an http:// or https:// URL such as 'https://repo.radeon.com/rocm/rocm.gpg.key'",
     "rocm_tarball_url": (
@@ -493,7 +511,7 @@ class Settings(BaseModel):
     rpc_env: EnvVars = {}
 
     # llama.cpp build (every host of the cluster)
-    llama_cpp_repo: Annotated[str, Strict(), StringConstraints(pattern=_GIT_URL_RE)] = (
+    llama_cpp_repo: Annotated[str, Strict(), StringConstraints(pattern=_GIT_URL_RE), AfterValidator(_check_git_url)] = (
         "https://github.com/ggml-org/llama.cpp"
     )
     llama_cpp_ref: Annotated[
@@ -504,10 +522,11 @@ class Settings(BaseModel):
     llama_cpp_build_once: Annotated[bool, Strict()] = True
     llama_cpp_cmake_extra_args: list[Annotated[str, Strict(), StringConstraints(pattern=_CMAKE_ARG_RE)]] = []
     llama_cpp_build_jobs: Annotated[int, Strict(), Field(ge=1, le=256)] | None = None
+    llama_cpp_rpc_rdma: Annotated[bool, Strict()] = False
 
     # ROCm (deploys/rocm.py)
     rocm_source: Literal["distro", "amd-repo", "therock"] = "distro"
-    rocm_version: Annotated[str, Strict(), StringConstraints(pattern=_ROCM_VERSION_RE)] = "7.1.1"
+    rocm_version: Annotated[str, Strict(), StringConstraints(pattern=_ROCM_VERSION_RE)] = "7.2.1"
     rocm_repo_url: HttpUrl = "https://repo.radeon.com/rocm/apt"
     rocm_repo_key_url: HttpUrl = "https://repo.radeon.com/rocm/rocm.gpg.key"
     rocm_tarball_url: HttpUrl | None = None
@@ -623,6 +642,10 @@ class Settings(BaseModel):
             for variable, expected in needs.items():
                 if getattr(self, variable) is None:
                     issues.append((variable, f"rocm_source is 'therock'; expected {expected}"))
+        for arg in self.llama_cpp_cmake_extra_args:
+            if arg.startswith("-DGGML_RPC_RDMA"):
+                issues.append(("llama_cpp_cmake_extra_args", f"{arg!r} is set from llama_cpp_rpc_rdma; expected no "
+                               "GGML_RPC_RDMA here (set llama_cpp_rpc_rdma = True instead)"))
         issues.extend(_model_problems(self))
         issues.extend(_serving_problems(self))
         if issues:

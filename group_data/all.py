@@ -45,10 +45,10 @@ gpu_targets = ["gfx1151"]
 gpu_users = []
 
 # --- ROCm (deploys/rocm.py; never amdgpu-dkms) ---
-# Where ROCm comes from: "distro" (Fedora, Debian 13), "amd-repo" (AMD's apt repo) or "therock" (tarball).
+# Where ROCm comes from: "distro" (Fedora, Debian testing), "amd-repo" (AMD's apt repo) or "therock" (tarball).
 rocm_source = "distro"
-# ROCm release for amd-repo (the repository's version directory) and therock (/opt/rocm-<version>).
-rocm_version = "7.1.1"
+# ROCm release for amd-repo and therock; AMD supports Strix Halo with 7.2.x on kernels >= 6.18.4 (not 7.1.x).
+rocm_version = "7.2.1"
 # Base URL of AMD's apt repository; rocm_version is appended.
 rocm_repo_url = "https://repo.radeon.com/rocm/apt"
 # ASCII-armoured signing key of that repository, dearmored into /etc/apt/keyrings/rocm.gpg.
@@ -87,6 +87,8 @@ llama_cpp_build_once = True
 llama_cpp_cmake_extra_args = []
 # Parallel compile jobs; None = all cores of the build host.
 llama_cpp_build_jobs = None
+# Build ggml-rpc's RDMA transport (libibverbs then needed on every host); False = plain TCP only.
+llama_cpp_rpc_rdma = False
 
 # --- llama-server (hosts in group head) ---
 # TCP port of llama-server.

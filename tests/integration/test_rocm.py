@@ -1,6 +1,7 @@
 """deploys/rocm.py on the lab hosts, each source for real, each run twice (the second changes nothing).
 
-- distro: Debian 13's own ROCm packages from Debian's archive on halo2 (about 0.8 GB of .debs, cached).
+- distro: refused on Debian 12 (no hipBLAS/rocBLAS) and Debian 13 (HIP 5.7) before any change; Debian
+  testing's own packages are installed for real in test_hip_forky.py.
 - amd-repo: a signed apt repository built here with tiny packages named like AMD's, served on the lab
   bridge, on halo1 (Debian 12, whose own hipcc is newer than the test packages: the pin must win).
 - therock: a tarball built here and served the same way, on halo3; a wrong sha256 unpacks nothing.
@@ -29,9 +30,9 @@ from deploys.rocm import ROCM_PACKAGES, apt_pin, deb822_source
 from tests.integration.conftest import assert_no_changes, pyinfra, pyinfra_facts
 from tests.lab import lab
 
-VERSION = "7.1.1"
+VERSION = "7.2.1"  # the default rocm_version
 SUITE_DEBIAN_12 = "jammy"  # AMD's suite for Debian 12
-AMD_BUILD = "70101-38~22.04"
+AMD_BUILD = "70201-38~22.04"
 ARCHIVES_BUSY = "Could not get lock /var/cache/apt/archives/lock"
 
 
@@ -166,25 +167,19 @@ def dearmor(armored: bytes) -> bytes:
 
 # --- tests ----------------------------------------------------------------------------------------
 
-def test_distro_packages_on_debian_13(lab_inventory):
-    packages = ROCM_PACKAGES[("distro", "debian")]
-    # What apt would download (whether or not the lab's cache has it already): about 0.8 GB.
-    size = on("halo2", "apt-get update -qq && apt-get install -s -qq " + " ".join(packages)
-              + " | awk '/^Inst/ {print $2}' | xargs apt-cache show --no-all-versions"
-              + " | awk '/^Size:/ {s += $2} END {print s}'")
-    assert 0 < int(size) < 1_500_000_000, f"{int(size) / 1e9:.2f} GB to download"
-
-    first = deploy(lab_inventory, "halo2", {"rocm_source": "distro"})
-    output = first.stdout + first.stderr
-    assert first.returncode == 0, output
-    assert "no gfx1151 kernels" in output  # the warning about Debian's rocBLAS
-    installed = on("halo2", "dpkg-query -W -f '${Package} ${db:Status-Abbrev}\\n' " + " ".join(packages))
-    assert installed.split() == [word for p in packages for word in (p, "ii")], installed
-    assert on("halo2", "hipcc --version").startswith("HIP version: 5.7")
-    facts = pyinfra_facts(lab_inventory, "facts.rocm.RocmVersion", limit="halo2")
-    assert facts["facts.rocm.RocmVersion"]["halo2"] == "5.7.1"
-
-    assert_no_changes(deploy(lab_inventory, "halo2", {"rocm_source": "distro"}))
+def test_distro_source_is_refused_on_debian_13_before_any_change(lab_inventory):
+    # Debian 13's HIP is 5.7; llama.cpp's HIP backend needs 6.1 (Debian testing's own ROCm is installed
+    # and used for a real gfx1151 build in test_hip_forky.py).
+    before = on("halo2", "ls -l --time-style=full-iso /etc/apt /var/lib/dpkg/status")
+    proc = deploy(lab_inventory, "halo2", {"rocm_source": "distro"})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "halo2: rocm_source = 'distro' is invalid: the HIP backend cannot use it on debian 13: Debian 13's own " \
+           "HIP is 5.7" in output, output
+    assert "'amd-repo'" in output and "'therock'" in output and 'Debian testing "forky"' in output
+    assert "--> Starting operation" not in output  # refused while the run was prepared
+    assert on("halo2", "ls -l --time-style=full-iso /etc/apt /var/lib/dpkg/status") == before
+    assert on("halo2", "dpkg-query -W hipcc 2>/dev/null || true") == ""
 
 
 def test_distro_source_fails_on_debian_12_with_the_fix(lab_inventory):
@@ -214,13 +209,14 @@ def test_amd_repo_from_a_signed_repository(lab_inventory, server):
     assert "Candidate: (none)" in on("halo1", "apt-cache policy amdgpu-dkms")  # served, but blocked
     facts = pyinfra_facts(lab_inventory, "facts.rocm.RocmVersion", limit="halo1")
     assert facts["facts.rocm.RocmVersion"]["halo1"] == VERSION
+    assert on("halo1", "cat /etc/ld.so.conf.d/rocm.conf").splitlines()[1:] == ["/opt/rocm/lib", "/opt/rocm/lib64"]
 
     assert_no_changes(deploy(lab_inventory, "halo1", data))
 
 
 def make_tarball(path: Path) -> str:
     """A TheRock-shaped tarball (files at the top: bin/, lib/, .info/version); returns its sha256."""
-    members = {"bin/hipcc": "#!/bin/sh\necho 'HIP version: 7.1.1 (test tarball)'\n",
+    members = {"bin/hipcc": f"#!/bin/sh\necho 'HIP version: {VERSION} (test tarball)'\n",
                "lib/libamdhip64.so.7": "not a library\n", ".info/version": f"{VERSION}-0\n"}
     with tarfile.open(path, "w:gz") as tar:
         for name, text in members.items():
@@ -245,7 +241,9 @@ def test_therock_tarball_checked_then_unpacked_once(lab_inventory, server):
     first = deploy(lab_inventory, "halo3", data)
     assert first.returncode == 0, first.stdout + first.stderr
     assert on("halo3", "readlink /opt/rocm").strip() == dest
-    assert on("halo3", "/opt/rocm/bin/hipcc").startswith("HIP version: 7.1.1")
+    assert on("halo3", "/opt/rocm/bin/hipcc").startswith(f"HIP version: {VERSION}")
+    assert on("halo3", "cat /etc/ld.so.conf.d/rocm.conf").splitlines()[1:] == [f"{dest}/lib", f"{dest}/lib64"]
+    assert f"{dest}/lib:" in on("halo3", "ldconfig -v 2>/dev/null | grep ^/")  # ldconfig ran with it
     assert on("halo3", f"cat {dest}/.halo-tarball-sha256").strip() == sha256
     facts = pyinfra_facts(lab_inventory, "facts.rocm.RocmVersion", limit="halo3")
     assert facts["facts.rocm.RocmVersion"]["halo3"] == VERSION

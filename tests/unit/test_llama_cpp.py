@@ -1,11 +1,29 @@
-"""deploys/llama_cpp.py without hosts: build flags and identity, build deps, the build script."""
+"""deploys/llama_cpp.py without hosts: build flags and identity, build deps, and the build and copy
+scripts (deploys/scripts/) run here with bash on a small CMake project in a local git repository."""
 
+import json
+import os
+import shlex
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from deploys.llama_cpp import BUILD_PACKAGES, build_id, build_script, cmake_flags, is_commit
+from deploys.llama_cpp import (
+    BUILD_PACKAGES,
+    SCRIPTS,
+    build,
+    build_env,
+    build_id,
+    cmake_flags,
+    host_key,
+    is_commit,
+    rocm_path,
+    script_command,
+)
 from deploys.settings import Settings
+from facts.llama_cpp import STAMP, parse_stamp
 
 
 def test_hip_build_targets_the_gpu_and_always_has_rpc():
@@ -52,19 +70,245 @@ def test_is_commit():
     assert not is_commit("b10760") and not is_commit("0123456")
 
 
-def test_hip_script_takes_the_compiler_from_rocm_and_is_valid_shell():
-    s = Settings(llama_cpp_backend="hip", llama_cpp_ref="b10760")
-    script = build_script(s, cmake_flags(s), jobs=None)
-    assert 'HIPCXX="$(hipconfig -l)/clang"' in script
-    assert "-DGPU_TARGETS=gfx1151" in script
-    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+def test_rdma_is_off_unless_asked():
+    assert "-DGGML_RPC_RDMA=OFF" in cmake_flags(Settings(llama_cpp_backend="cpu"))
+    flags = cmake_flags(Settings(llama_cpp_backend="cpu", llama_cpp_rpc_rdma=True))
+    assert "-DGGML_RPC_RDMA=ON" in flags and "-DGGML_RPC_RDMA=OFF" not in flags
+
+
+@pytest.mark.parametrize(("source", "version", "path"), [
+    ("distro", "7.2.1", "/usr"), ("amd-repo", "7.2.1", "/opt/rocm"), ("therock", "7.2.1", "/opt/rocm-7.2.1"),
+    ("therock", "7.2", "/opt/rocm-7.2.0"),
+])
+def test_hip_build_looks_for_rocm_where_its_source_installs_it(source, version, path):
+    s = Settings(llama_cpp_backend="hip", rocm_source=source, rocm_version=version,
+                 **({"rocm_tarball_url": "https://example.org/r.tar.gz", "rocm_tarball_sha256": "ab" * 32}
+                    if source == "therock" else {}))
+    assert rocm_path(s) == path
+    env = build_env(s, cmake_flags(s), None)
+    assert (env["HALO_ROCM_SOURCE"], env["HALO_ROCM_PATH"]) == (source, path)
+    assert "HALO_ROCM_PATH" not in build_env(Settings(llama_cpp_backend="cpu"), [], None)
+
+
+def test_host_key_names_files_safely():
+    assert host_key({"release_meta": {"ID": "debian", "VERSION_ID": "12"}}, []) == "debian-12-e3b0c442"
+    assert host_key({"release_meta": {"ID": "x$(id)`y`", "VERSION_ID": "1 2"}}, []) == "x__id__y_-1_2-e3b0c442"
+
+
+def test_the_scripts_are_valid_bash_and_write_the_stamp_the_fact_reads():
+    for script in SCRIPTS.glob("*.sh"):
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
+    assert f'"$build.tmp/{STAMP}"' in (SCRIPTS / "llama-build.sh").read_text()
 
 
 def test_script_moves_current_only_after_the_binaries_ran():
-    s = Settings(llama_cpp_backend="cpu")
-    script = build_script(s, cmake_flags(s), jobs=4)
+    script = (SCRIPTS / "llama-build.sh").read_text()
     order = [script.index(step) for step in (
         "cmake --build", "bin/llama-server\" --version", "--help", 'mv "$build.tmp" "$build"',
         'mv -T "$prefix/current.new" "$prefix/current"')]
     assert order == sorted(order)
-    assert "-j 4" in script and "set -eu" in script
+
+
+# --- the build script, run here ------------------------------------------------------------------
+
+PROJECT = {
+    # Two executables named like llama.cpp's; the configure step records ROCm's environment variables.
+    "CMakeLists.txt": """cmake_minimum_required(VERSION 3.16)
+project(fake_llama C)
+file(WRITE "${CMAKE_BINARY_DIR}/rocm-env.txt" "ROCM_PATH=$ENV{ROCM_PATH}\\nHIP_PATH=$ENV{HIP_PATH}\\nHIPCXX=$ENV{HIPCXX}\\n")
+set(CMAKE_RUNTIME_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/bin")
+add_executable(llama-server main.c)
+add_executable(ggml-rpc-server main.c)
+""",
+    "main.c": '#include <stdio.h>\nint main(void) { puts("version: 1 (test)"); return 0; }\n',
+    "tools/rpc/CMakeLists.txt": "# ggml-rpc-server\n",
+}
+# Shell metacharacters that would run a command or expand a variable if a value were spliced into shell
+# text: each would leave a file "pwned*" in the working directory or put this machine's HOME into the stamp.
+HOSTILE = ["$(touch${IFS}pwned1)", "`touch${IFS}pwned2`", "$HOME", "${HOME}", "'\"\\", ";touch${IFS}pwned3",
+           "|touch${IFS}pwned4", "&&touch${IFS}pwned5"]
+
+
+def git(*args: str, cwd: Path) -> None:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t.invalid")
+    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+
+def make_repo(path: Path) -> Path:
+    for name, text in PROJECT.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    git("init", "-q", "-b", "main", cwd=path)
+    git("add", "-A", cwd=path)
+    git("commit", "-q", "-m", "fake llama.cpp", cwd=path)
+    git("tag", "b1", cwd=path)
+    return path
+
+
+def run_op(command, cwd: Path, path: str | None = None) -> subprocess.CompletedProcess:
+    """The operation's command as the host's shell gets it (pyinfra sends the joined words to sh -c)."""
+    env = dict(os.environ, PATH=path or os.environ["PATH"])
+    return subprocess.run(["sh", "-c", command.get_raw_value()], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+needs_toolchain = pytest.mark.skipif(not all(shutil.which(t) for t in ("cmake", "ninja", "cc", "git")),
+                                     reason="needs cmake, ninja, a C compiler and git")
+
+
+@needs_toolchain
+def test_build_passes_every_value_as_data_and_expands_nothing(tmp_path: Path):
+    # The repository's path and every CMake argument hold shell metacharacters.
+    repo = make_repo(Path(tmp_path / ("repo-" + "".join(v for v in HOSTILE if "/" not in v))))
+    repo.mkdir(exist_ok=True)
+    extra = [f"-DHALO_TEST_{i}={value}" for i, value in enumerate(HOSTILE)]
+    s = Settings(llama_cpp_backend="cpu", llama_cpp_repo=str(repo), llama_cpp_ref="b1",
+                 llama_cpp_prefix=str(tmp_path / "prefix"), llama_cpp_cmake_extra_args=extra)
+    flags = cmake_flags(s)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    (command,) = build._inner(s, flags, 2)  # the command the operation yields
+    proc = run_op(command, work)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert not list(tmp_path.rglob("pwned*")), "a value ran as a command"
+
+    stamp = json.loads((tmp_path / "prefix/current" / STAMP).read_text())
+    assert stamp["flags"] == flags and stamp["repo"] == str(repo)
+    assert parse_stamp(json.dumps(stamp))["flags"] == flags
+    cache = (tmp_path / "prefix/trees" / stamp["id"].split("-")[1] / "CMakeCache.txt").read_text()
+    for i, value in enumerate(HOSTILE):
+        assert f"HALO_TEST_{i}:UNINITIALIZED={value}\n" in cache, value  # cmake got each value verbatim
+    assert os.environ["HOME"] not in (tmp_path / "prefix/current" / STAMP).read_text()
+
+    again = run_op(command, work)  # the same build: nothing is configured or compiled again
+    assert again.returncode == 0 and "Build files have been written" not in again.stdout
+
+
+@needs_toolchain
+def test_unpack_passes_the_builder_and_archive_as_data(tmp_path: Path):
+    from deploys.llama_cpp import unpack
+
+    build_dir = tmp_path / "b" / "0123456789ab-1a2b3c4d"
+    (build_dir / "bin").mkdir(parents=True)
+    (build_dir / "bin/llama-server").write_text("#!/bin/sh\necho version: 1\n")
+    (build_dir / "bin/llama-server").chmod(0o755)
+    archive = tmp_path / "build.tar"
+    subprocess.run(["tar", "-C", str(tmp_path / "b"), "-cf", str(archive), build_dir.name], check=True)
+    command = script_command("llama-unpack.sh", {"HALO_PREFIX": str(tmp_path / "p"), "HALO_ARCHIVE": str(archive),
+                                                  "HALO_BUILDER": "halo1$(touch${IFS}pwned)`touch${IFS}pwned2`"})
+    proc = run_op(command, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "copied from halo1$(touch${IFS}pwned)`touch${IFS}pwned2`" in proc.stdout
+    assert not list(tmp_path.rglob("pwned*"))
+    assert os.readlink(tmp_path / "p/current") == "builds/0123456789ab-1a2b3c4d" and not archive.exists()
+    assert unpack  # the operation that yields this command
+
+
+# --- finding ROCm for the HIP build ---------------------------------------------------------------
+
+def fake_rocm(root: Path, hip_version: str = "7.2.53211-1", llvm: str = "llvm/bin", clang: bool = True) -> Path:
+    """A ROCm prefix shaped like AMD's /opt/rocm-<version>: bin/hipconfig (answering -l and --version
+    from its own location, as ROCm's does) and <llvm>/clang. Nothing of it is on the test's PATH."""
+    (root / "bin").mkdir(parents=True)
+    (root / llvm).mkdir(parents=True)
+    hipconfig = root / "bin/hipconfig"
+    hipconfig.write_text(f"""#!/bin/sh
+here=$(cd "$(dirname "$0")/.." && pwd)
+case $1 in -l) echo "$here/{llvm}" ;; --version) printf %s {hip_version} ;; *) exit 2 ;; esac
+""")
+    hipconfig.chmod(0o755)
+    if clang:
+        (root / llvm / "clang").write_text("#!/bin/sh\nexit 0\n")
+        (root / llvm / "clang").chmod(0o755)
+    return root
+
+
+def hip_build(tmp_path: Path, source: str, version: str = "7.2.1") -> subprocess.CompletedProcess:
+    """The HIP build operation with ROCm where `source` puts it, under tmp_path instead of /."""
+    repo = make_repo(tmp_path / "repo")
+    therock = {"rocm_tarball_url": "https://example.org/r.tar.gz", "rocm_tarball_sha256": "ab" * 32}
+    s = Settings(llama_cpp_backend="hip", rocm_source=source, rocm_version=version, llama_cpp_repo=str(repo),
+                 llama_cpp_ref="b1", llama_cpp_prefix=str(tmp_path / "prefix"),
+                 **(therock if source == "therock" else {}))
+    (command,) = build._inner(s, cmake_flags(s), 2)
+    # -DGGML_HIP=ON means nothing to the small project; the ROCm path is moved under tmp_path.
+    text = command.get_raw_value().replace(shlex.quote(f"HALO_ROCM_PATH={rocm_path(s)}"),
+                                           shlex.quote(f"HALO_ROCM_PATH={tmp_path}{rocm_path(s)}"))
+    path = ":".join(d for d in os.environ["PATH"].split(":") if not Path(d, "hipconfig").exists())
+    return subprocess.run(["sh", "-c", text], cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(os.environ, PATH=path))
+
+
+def rocm_env(tmp_path: Path) -> dict[str, str]:
+    (tree,) = (tmp_path / "prefix/trees").iterdir()
+    return dict(line.split("=", 1) for line in (tree / "rocm-env.txt").read_text().splitlines())
+
+
+@needs_toolchain
+@pytest.mark.parametrize(("source", "version", "prefix", "llvm"), [
+    ("amd-repo", "7.2.1", "opt/rocm", "llvm/bin"),
+    ("therock", "7.2.1", "opt/rocm-7.2.1", "lib/llvm/bin"),
+])
+def test_hip_build_finds_rocm_off_path(tmp_path: Path, source, version, prefix, llvm):
+    rocm = fake_rocm(tmp_path / prefix, llvm=llvm)
+    proc = hip_build(tmp_path, source, version)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert rocm_env(tmp_path) == {"ROCM_PATH": str(rocm), "HIP_PATH": str(rocm), "HIPCXX": f"{rocm}/{llvm}/clang"}
+    assert f"ROCm for HIP: {rocm} (rocm_source = '{source}'), HIP 7.2.53211-1" in proc.stdout
+
+
+@needs_toolchain
+@pytest.mark.parametrize(("case", "words"), [
+    ("missing", ["rocm_source = 'therock': ROCm is not installed:", "/opt/rocm-7.2.1 does not exist",
+                 "run deploys/rocm.py (rocm_source = 'therock') first"]),
+    ("no hipconfig", ["rocm_source = 'therock': hipconfig is not in", "/opt/rocm-7.2.1/bin"]),
+    ("no clang", ["rocm_source = 'therock': clang is not in", "/opt/rocm-7.2.1/llvm/bin' (hipconfig -l)"]),
+    ("HIP 5.7", ["HIP 5.7.31921 in", "is too old: llama.cpp's HIP backend needs HIP 6.1 or newer"]),
+])
+def test_hip_build_stops_naming_the_source_and_what_is_missing(tmp_path: Path, case, words):
+    rocm = tmp_path / "opt/rocm-7.2.1"
+    if case == "no hipconfig":
+        (rocm / "llvm/bin").mkdir(parents=True)
+    elif case != "missing":
+        fake_rocm(rocm, hip_version="5.7.31921" if case == "HIP 5.7" else "7.2.1", clang=case != "no clang")
+    proc = hip_build(tmp_path, "therock")
+    assert proc.returncode == 1
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+    assert not (tmp_path / "prefix/current").exists() and not list((tmp_path / "prefix/trees").glob("*/CMakeCache.txt"))
+
+
+# --- settings: values git or the build would misread ------------------------------------------------
+
+def problem_of(**data) -> str:
+    from pyinfra.api import Inventory
+
+    from deploys.settings import SettingsError, validate_inventory
+
+    with pytest.raises(SettingsError) as info:
+        validate_inventory(Inventory(([("halo1", {"ssh_hostname": "10.151.0.11", **data})], {})))
+    (problem,) = info.value.problems
+    return problem
+
+
+@pytest.mark.parametrize("url", [
+    "-uhelp", "--upload-pack=touch${IFS}/tmp/pwned", "ext::sh${IFS}-c${IFS}touch%/tmp/pwned", "fd::3",
+    "ssh://-oProxyCommand=touch${IFS}/tmp/pwned/x", "ssh://git@-oProxyCommand=x/y", "https://example.org/a b",
+    "https://example.org/a\tb", "https://example.org/\x01",
+])
+def test_git_urls_read_as_options_or_transports_are_refused(url):
+    problem = problem_of(llama_cpp_repo=url)
+    assert problem.startswith(f"halo1: llama_cpp_repo = {url!r} is invalid: ")
+    assert "Fix it in the inventory's host data or group_data/all.py." in problem
+
+
+def test_plain_git_urls_and_paths_are_fine():
+    for url in ("https://github.com/ggml-org/llama.cpp", "ssh://git@example.org/llama.cpp.git", "/srv/llama.cpp.git",
+                "file:///srv/llama.cpp.git", "http://10.151.0.1:8000/llama.cpp.git"):
+        assert Settings(llama_cpp_repo=url).llama_cpp_repo == url
+
+
+def test_rdma_is_set_by_its_variable_not_by_extra_args():
+    problem = problem_of(llama_cpp_cmake_extra_args=["-DGGML_RPC_RDMA=ON"])
+    assert "set llama_cpp_rpc_rdma = True instead" in problem
+    assert "entry '-DX=a\\x1bb' is not allowed" in problem_of(llama_cpp_cmake_extra_args=["-DX=a\x1bb"])

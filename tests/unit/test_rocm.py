@@ -13,16 +13,22 @@ from pyinfra.api import Inventory
 
 from deploys.rocm import (
     AMD_SUITES,
+    LD_CONF,
     ROCM_PACKAGES,
     STAMP,
     Unsupported,
     apt_pin,
     deb822_source,
+    distro_of,
+    install_rocm,
+    ld_conf,
     opt_dir,
     rocm_packages,
+    rocm_prefix,
     tarball_script,
 )
 from deploys.settings import Settings, SettingsError, validate_inventory
+from tests.unit.deploy_ops import LinuxDistribution, deploy_ops, distro
 
 SHA = "ab" * 32
 
@@ -33,7 +39,6 @@ SHA = "ab" * 32
     ("source", "distro", "major", "expected"),
     [
         ("distro", "fedora", 43, ["rocm-hip-devel", "hipcc", "hipblas-devel", "rocblas-devel", "rocminfo"]),
-        ("distro", "debian", 13, ["hipcc", "libamdhip64-dev", "libhipblas-dev", "librocblas-dev", "rocminfo"]),
         ("distro", "debian", 14, ["hipcc", "libamdhip64-dev", "libhipblas-dev", "librocblas-dev", "rocminfo"]),
         ("amd-repo", "ubuntu", 24, ["rocm-hip-runtime", "rocm-hip-runtime-dev", "hipcc", "hipblas-dev",
                                     "rocblas-dev", "rocminfo"]),
@@ -62,6 +67,8 @@ def test_every_package_set_has_compiler_blas_and_rocminfo():
     [
         ("distro", "ubuntu", 24, ["no kernels for the gfx1151", "rocm_source = 'amd-repo'"]),
         ("distro", "debian", 12, ["Debian 12's archive has no hipBLAS or rocBLAS", "'amd-repo'", "'therock'"]),
+        ("distro", "debian", 13, ["Debian 13's own HIP is 5.7", "needs HIP 6.1 or newer", "'amd-repo'", "'therock'",
+                                  'Debian testing "forky" (HIP 6.4.3']),
         ("distro", "arch", None, ["'therock'"]),
         ("amd-repo", "fedora", 43, ["Ubuntu 22, Ubuntu 24, Debian 12, Debian 13", "'distro' on Fedora"]),
         ("amd-repo", "ubuntu", 25, ["not ubuntu 25"]),
@@ -167,7 +174,7 @@ def problems(**data) -> list[str]:
 
 def test_defaults():
     s = Settings()
-    assert (s.rocm_source, s.rocm_version, s.rocm_tarball_url, s.rocm_tarball_sha256) == ("distro", "7.1.1", None, None)
+    assert (s.rocm_source, s.rocm_version, s.rocm_tarball_url, s.rocm_tarball_sha256) == ("distro", "7.2.1", None, None)
     assert s.rocm_repo_url == "https://repo.radeon.com/rocm/apt"
 
 
@@ -190,8 +197,8 @@ def test_therock_with_url_and_sha256_is_valid_and_sha256_lower_case():
     ("variable", "value", "words"),
     [
         ("rocm_source", "ubuntu", ["one of 'distro'", "'amd-repo'", "'therock'"]),
-        ("rocm_version", "latest", ["such as '7.1.1'"]),
-        ("rocm_version", 7.1, ["such as '7.1.1'"]),
+        ("rocm_version", "latest", ["such as '7.2.1'"]),
+        ("rocm_version", 7.1, ["such as '7.2.1'"]),
         ("rocm_repo_url", "repo.radeon.com/rocm/apt", ["http:// or https:// URL"]),
         ("rocm_repo_url", "ftp://repo.radeon.com/rocm/apt", ["http:// or https:// URL"]),
         ("rocm_repo_key_url", "https://repo radeon com/key", ["http:// or https:// URL"]),
@@ -214,3 +221,78 @@ def test_bad_rocm_values(variable, value, words):
 def test_misspelt_rocm_variable_is_an_error():
     (problem,) = problems(rocm_sorce="amd-repo")
     assert "did you mean rocm_source?" in problem
+
+
+# --- where each source puts ROCm, refusals before any change, and the operations --------------------
+
+THEROCK = {"rocm_source": "therock", "rocm_tarball_url": "https://example.org/therock.tar.gz",
+           "rocm_tarball_sha256": SHA}
+
+
+def test_rocm_prefix_per_source():
+    assert rocm_prefix("distro", "7.2.1") == "/usr"
+    assert rocm_prefix("amd-repo", "7.2.1") == "/opt/rocm"
+    assert rocm_prefix("therock", "7.2.1") == "/opt/rocm-7.2.1"
+
+
+def test_debian_testing_goes_by_its_codename():
+    assert distro_of(distro("debian", None, "forky")) == ("debian", 14)
+    assert distro_of(distro("debian", "13", "trixie")) == ("debian", 13)
+    assert distro_of(distro("ubuntu", "24.04", "noble")) == ("ubuntu", 24)
+
+
+def test_ld_conf_lists_the_prefix_libraries():
+    assert ld_conf("/opt/rocm").splitlines()[1:] == ["/opt/rocm/lib", "/opt/rocm/lib64"]
+
+
+def test_amd_repo_operations_on_ubuntu_24(monkeypatch):
+    ops = deploy_ops(install_rocm, {"rocm_source": "amd-repo"}, {LinuxDistribution: distro("ubuntu", "24.04")},
+                     monkeypatch)
+    names = [n.removeprefix("Install ROCm | ") for n in ops]
+    assert names == [
+        "Install curl, ca-certificates, gpg for this step", "Install AMD's ROCm signing key as a keyring",
+        "Add AMD's ROCm apt repository", "Pin AMD's ROCm repository to priority 600",
+        "Update apt lists for the ROCm repository",
+        "Install ROCm packages: rocm-hip-runtime, rocm-hip-runtime-dev, hipcc, hipblas-dev, rocblas-dev, rocminfo",
+        "List /opt/rocm/lib for the dynamic linker", "Update the dynamic linker's cache (ldconfig)",
+    ]
+    assert any("/etc/ld.so.conf.d/rocm.conf" in c for c in ops["Install ROCm | List /opt/rocm/lib for the dynamic linker"])
+    assert ops["Install ROCm | Update the dynamic linker's cache (ldconfig)"] == ["ldconfig"]
+    assert "URIs: https://repo.radeon.com/rocm/apt/7.2.1" in deb822_source(
+        "https://repo.radeon.com/rocm/apt", Settings().rocm_version, "noble")
+
+
+def test_therock_operations_unpack_link_and_ldconfig(monkeypatch):
+    ops = deploy_ops(install_rocm, THEROCK, {LinuxDistribution: distro("fedora", "43")}, monkeypatch)
+    names = [n.removeprefix("Install ROCm | ") for n in ops]
+    assert names == ["Install curl, ca-certificates, tar for this step", "Install the ROCm tarball into /opt/rocm-7.2.1",
+                     "Point /opt/rocm at /opt/rocm-7.2.1", "List /opt/rocm-7.2.1/lib for the dynamic linker",
+                     "Update the dynamic linker's cache (ldconfig)"]
+    assert "dest=/opt/rocm-7.2.1" in ops["Install ROCm | Install the ROCm tarball into /opt/rocm-7.2.1"][0]
+
+
+def test_the_distro_packages_need_no_linker_configuration(monkeypatch):
+    ops = deploy_ops(install_rocm, {}, {LinuxDistribution: distro("debian", None, "forky")}, monkeypatch)
+    assert list(ops) == ["Install ROCm | Install ROCm packages: hipcc, libamdhip64-dev, libhipblas-dev, "
+                         "librocblas-dev, rocminfo"]
+    assert LD_CONF not in str(ops)
+
+
+@pytest.mark.parametrize(("facts", "words"), [
+    (distro("debian", "13", "trixie"), ["halo1: rocm_source = 'distro' is invalid: the HIP backend cannot use it on "
+                                        "debian 13: Debian 13's own HIP is 5.7", "HIP 6.1 or newer", "'amd-repo'",
+                                        "'therock'", 'Debian testing "forky"',
+                                        "Fix it in the inventory's host data or group_data/all.py."]),
+    (distro("debian", "12", "bookworm"), ["halo1: rocm_source = 'distro' is invalid:", "no hipBLAS or rocBLAS"]),
+    (distro("ubuntu", "24.04", "noble"), ["halo1: rocm_source = 'distro' is invalid:", "no kernels for the gfx1151"]),
+])
+def test_a_source_that_cannot_build_hip_stops_the_run_before_any_operation(monkeypatch, facts, words):
+    with pytest.raises(SettingsError) as info:
+        deploy_ops(install_rocm, {}, {LinuxDistribution: facts}, monkeypatch)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_debian_13_distro_is_fine_without_the_hip_backend(monkeypatch):
+    assert deploy_ops(install_rocm, {"llama_cpp_backend": "vulkan"},
+                      {LinuxDistribution: distro("debian", "13", "trixie")}, monkeypatch) == {}

@@ -41,7 +41,7 @@ def test_rocm_row_follows_the_backend_and_the_source():
     assert rocm_row("6.4.2", Settings()).verdict == "ok"  # distro: whatever the distribution ships
     assert rocm_row("7.1.1", Settings(rocm_source="amd-repo", rocm_version="7.1")).verdict == "ok"
     row = rocm_row("6.4.2", Settings(rocm_source="amd-repo"))
-    assert row.verdict == "FAIL" and "rocm_version is 7.1.1" in row.why
+    assert row.verdict == "FAIL" and "rocm_version is 7.2.1" in row.why
 
 
 def test_llama_cpp_row_wants_the_ref_backend_and_flags_of_the_data():
