@@ -12,6 +12,7 @@ laid over /sys/class/drm, /sys/class/kfd, /sys/module/ttm, ... at boot (fake-sys
 
     python -m tests.lab start 3                  # halo1 (Debian 12), halo2 (13), halo3 (12)
     python -m tests.lab start halo1:12 halo2:13  # names and Debian releases
+    python -m tests.lab start halo1:forky        # Debian testing: its archive has a HIP for llama.cpp
     python -m tests.lab stop                     # nothing is left behind
 
 ``start`` writes, in ``HALO_LAB_STATE`` (default /var/lib/halo-lab): ``inventory.py`` (for
@@ -45,7 +46,16 @@ SUBNET = f"10.151.{LAB_ID}"  # lab hosts are .11, .12, ...; this machine is .1 o
 NETNS_PREFIX = f"halo-lab{LAB_ID}-"
 VETH_PREFIX = f"hl{LAB_ID}-"
 NFT_TABLE = f"halo_lab{LAB_ID}"  # NAT of the lab subnet, so hosts reach the Debian archive
-RELEASES = {"12": "bookworm", "13": "trixie"}
+# Debian release -> suite. "forky" is Debian testing (no number yet): the lab's only release whose own
+# archive has a HIP >= 6.1 (hipcc 7.0.2, HIP 6.4.3, rocBLAS/hipBLAS 6.4.4 in 2026-11), which llama.cpp's
+# HIP backend needs; debootstrap has no script named forky, so testing releases use sid's (DEBOOTSTRAP_SCRIPT).
+RELEASES = {"12": "bookworm", "13": "trixie", "forky": "forky"}
+DEBOOTSTRAP_SCRIPT = {"forky": "/usr/share/debootstrap/scripts/sid"}
+# A testing Release file carries a Valid-Until a week or two ahead; the archive this lab has reached served
+# one already past it, and apt-get update then fails ("Release file ... is expired"). Lab hosts of a
+# testing release accept it (stable releases have no Valid-Until).
+TESTING_RELEASES = {"forky"}
+APT_NO_VALID_UNTIL = 'Acquire::Check-Valid-Until "false";  // lab: a testing Release may be expired here\n'
 PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "python3", "sudo",
     "procps", "ca-certificates",
@@ -136,8 +146,9 @@ def ensure_rootfs(release: str) -> Path:
         build = target.with_name(target.name + ".building")
         shutil.rmtree(build, ignore_errors=True)
         print(f"lab: debootstrap Debian {release} ({RELEASES[release]}) into the cache, once", flush=True)
+        script = [DEBOOTSTRAP_SCRIPT[release]] if release in DEBOOTSTRAP_SCRIPT else []
         run("debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
-            RELEASES[release], str(build), debian_mirror())
+            RELEASES[release], str(build), debian_mirror(), *script)
         prepare_rootfs(build)
         build.rename(target)
     return target
@@ -246,6 +257,8 @@ def prepare_host(host: LabHost, lower: Path, pubkey: str, all_hosts: list[LabHos
     (ssh_dir / "authorized_keys").write_text(pubkey)
     (ssh_dir / "authorized_keys").chmod(0o600)
     run("ssh-keygen", "-A", "-f", str(root))
+    if host.release in TESTING_RELEASES:
+        (root / "etc/apt/apt.conf.d/99halo-lab-valid-until").write_text(APT_NO_VALID_UNTIL)
     install_fake_sysfs_unit(root)
     write_fake_sysfs(root, host.gpu)
     (host.dir / "host.json").write_text(json.dumps({**asdict(host), "rootfs": str(lower)}, indent=1))

@@ -1,0 +1,118 @@
+"""The HIP backend compiled for gfx1151 for real, on a Debian testing "forky" lab host (slow: the HIP
+compile takes tens of minutes on a small machine; run it with `pytest -m slow tests/integration/test_hip_forky.py`).
+
+forky's own archive has a HIP new enough for llama.cpp's ggml-hip (hipcc 7.0.2, HIP 6.4.3, rocBLAS and
+hipBLAS 6.4.4 in 2026-11). deploys/rocm.py installs them (rocm_source = "distro"), then deploys/llama_cpp.py
+builds llama.cpp with -DGGML_HIP=ON -DGPU_TARGETS=gfx1151 through the pyinfra CLI, as users run it. There
+is no GPU here: the proof is the compile, the gfx1151 code objects in the binaries, and that they start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.integration.conftest import assert_no_changes, pyinfra
+from tests.lab import lab
+from tests.lab.llama_source import TAG, llama_repo, serve
+
+pytestmark = pytest.mark.slow
+
+HOST = "halo1"
+PREFIX = "/opt/llama.cpp"
+BUILD_TIMEOUT_S = 4 * 3600  # two shared cores: the HIP compile has taken over an hour
+THERE = "/opt/rocm-7.2.1"  # a TheRock-shaped prefix made from forky's own ROCm files (last test)
+
+
+def on(command: str, timeout: float = 120) -> str:
+    return lab.ssh(HOST, command, timeout=timeout).stdout
+
+
+@pytest.fixture(scope="module")
+def forky(lab_session):
+    """One booted forky lab host, the llama.cpp source served on the lab bridge; yields the --data."""
+    lab.ensure(lab.parse_host_args([f"{HOST}:forky"]))
+    repo = llama_repo()
+    server, port = serve(repo.parent, f"{lab.SUBNET}.1")
+    try:
+        yield {"llama_cpp_repo": f"http://{lab.SUBNET}.1:{port}/{repo.name}", "llama_cpp_ref": TAG,
+               "llama_cpp_backend": "hip", "rocm_source": "distro"}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run(deploy: str, data: dict, timeout: float = 1800) -> tuple[float, object]:
+    start = time.monotonic()
+    proc = pyinfra(str(lab.STATE / "inventory.py"), deploy, data=data, timeout=timeout)
+    return time.monotonic() - start, proc
+
+
+def test_forky_is_debian_testing_with_a_hip_llama_cpp_accepts(forky):
+    assert "VERSION_CODENAME=forky" in on("cat /etc/os-release")
+    assert "VERSION_ID" not in on("cat /etc/os-release")  # testing: deploys/rocm.py goes by the codename
+
+
+def test_rocm_from_forkys_archive_installs_once(forky):
+    seconds, proc = run("deploys/rocm.py", forky)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    print(f"deploys/rocm.py on forky: {seconds:.0f} s")
+    version = on("hipconfig --version")
+    assert not version.startswith(("5.", "6.0")), version
+    assert_no_changes(run("deploys/rocm.py", forky)[1])
+
+
+def test_llama_cpp_builds_for_gfx1151_with_hip(forky):
+    seconds, proc = run("deploys/llama_cpp.py", forky, timeout=BUILD_TIMEOUT_S)
+    output = proc.stdout + proc.stderr
+    print(f"deploys/llama_cpp.py (HIP, gfx1151) on forky: {seconds:.0f} s, exit {proc.returncode}")
+    assert proc.returncode == 0, output[-6000:]
+    stamp = json.loads(on(f"cat {PREFIX}/current/halo-build.json"))
+    assert stamp["backend"] == "hip"
+    assert {"-DGGML_HIP=ON", "-DGPU_TARGETS=gfx1151", "-DGGML_RPC=ON", "-DGGML_RPC_RDMA=OFF"} <= set(stamp["flags"])
+    for binary in (stamp["server"], stamp["rpc_server"]):
+        assert "libamdhip64" in on(f"ldd {binary}"), binary  # linked against HIP's runtime
+        # the gfx1151 device code is bundled in the binary (clang's offload bundle id)
+        assert int(on(f"grep -c -a amdgcn-amd-amdhsa--gfx1151 {binary} || true") or 0) > 0, binary
+    assert on(f"{stamp['server']} --version 2>&1").count("version:") == 1
+    assert "--rpc" in on(f"{stamp['server']} --help 2>&1")
+    assert "-H" in on(f"{stamp['rpc_server']} --help 2>&1")
+    assert_no_changes(run("deploys/llama_cpp.py", forky)[1])
+
+
+def test_the_toolchain_is_found_off_path_in_a_therock_shaped_prefix(forky):
+    """What this proves: with rocm_source = "therock" the build finds hipconfig in /opt/rocm-<version>/bin
+    and clang through it although neither is on PATH (forky's /usr/bin/hipconfig is moved away for the
+    test), sets ROCM_PATH/HIP_PATH/HIPCXX from that prefix, and CMake configures and compiles the HIP
+    backend with them. What it does not prove: the prefix is made of forky's own ROCm (hipconfig copied
+    into bin/, include/, lib/, share/ and llvm/ linked to where forky installs them), not a TheRock
+    tarball, whose own layout and libraries are not exercised here."""
+    llvm = on("hipconfig -l").strip().removesuffix("/").removesuffix("/bin")
+    triplet = on("dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu").strip()
+    on(f"set -e; rm -rf {THERE}; mkdir -p {THERE}/bin; cp -L /usr/bin/hipconfig /usr/bin/hipcc {THERE}/bin/; "
+       f"ln -s /usr/include {THERE}/include; ln -s /usr/lib/{triplet} {THERE}/lib; ln -s /usr/share {THERE}/share; "
+       f"ln -s {llvm} {THERE}/llvm; mv /usr/bin/hipconfig /usr/bin/hipconfig.halo-test; "
+       "mv /usr/bin/hipcc /usr/bin/hipcc.halo-test")
+    data = {**forky, "rocm_source": "therock", "rocm_version": "7.2.1",
+            "rocm_tarball_url": "https://example.org/therock.tar.gz", "rocm_tarball_sha256": "ab" * 32,
+            # a new build id (the same compile lines, so the compiler cache can help)
+            "llama_cpp_cmake_extra_args": '["-DHALO_TEST_PROOF=therock"]'}
+    try:
+        assert on("command -v hipconfig hipcc || true").strip() == ""
+        seconds, proc = run("deploys/llama_cpp.py", data, timeout=BUILD_TIMEOUT_S)
+        output = proc.stdout + proc.stderr
+        print(f"deploys/llama_cpp.py (HIP, therock-shaped prefix) on forky: {seconds:.0f} s, exit {proc.returncode}")
+        assert proc.returncode == 0, output[-6000:]
+        stamp = json.loads(on(f"cat {PREFIX}/current/halo-build.json"))
+        assert "-DHALO_TEST_PROOF=therock" in stamp["flags"]
+        cache = on(f"cat {PREFIX}/trees/{stamp['id'].split('-')[1]}/CMakeCache.txt")
+        compiler = next(line.split("=", 1)[1] for line in cache.splitlines()
+                        if line.startswith("CMAKE_HIP_COMPILER:"))
+        print(f"therock-shaped prefix: CMAKE_HIP_COMPILER={compiler}")
+        assert compiler in (f"{THERE}/llvm/bin/clang", f"{llvm}/bin/clang"), compiler
+        assert "libamdhip64" in on(f"ldd {stamp['server']}")
+    finally:
+        on(f"mv /usr/bin/hipconfig.halo-test /usr/bin/hipconfig; mv /usr/bin/hipcc.halo-test /usr/bin/hipcc; "
+           f"rm -rf {THERE}")
