@@ -39,8 +39,9 @@ json_string() {
 }
 
 # ROCm where rocm_source installs it: its bin/ and LLVM's bin/ are not on PATH for AMD's packages
-# (/opt/rocm) and TheRock (/opt/rocm-<version>). Sets PATH, ROCM_PATH, HIP_PATH and HIPCXX, or stops
-# naming the source, the missing tool and the fix. llama.cpp's ggml-hip needs HIP 6.1 or newer.
+# (/opt/rocm) and TheRock (/opt/rocm-<version>). Sets PATH, HIP_PATH, HIPCXX and (outside /usr)
+# ROCM_PATH, or stops naming the source, the missing tool and the fix. llama.cpp's ggml-hip needs
+# HIP 6.1 or newer.
 hip_toolchain() {
     local source=${HALO_ROCM_SOURCE:?HALO_ROCM_SOURCE is not set} rocm=${HALO_ROCM_PATH:?HALO_ROCM_PATH is not set}
     local fix="run deploys/rocm.py (rocm_source = '$source') first"
@@ -57,8 +58,16 @@ hip_toolchain() {
         [0-5].* | 6.0.* | 6.0)
             die "rocm_source = '$source': HIP $version in $rocm is too old: llama.cpp's HIP backend needs HIP 6.1 or newer; use rocm_source 'amd-repo' or 'therock' (rocm_version 7.2.1)" ;;
     esac
-    export PATH ROCM_PATH="$rocm" HIP_PATH="$rocm" HIPCXX="$clang_dir/clang"
-    echo "ROCm for HIP: $rocm (rocm_source = '$source'), HIP $version, HIPCXX=$HIPCXX"
+    export PATH HIP_PATH="$rocm" HIPCXX="$clang_dir/clang"
+    if [ "$rocm" = /usr ]; then
+        # A distribution's clang finds its ROCm device libraries in its own resource directory; clang
+        # takes ROCM_PATH as where to look instead (ROCM_PATH=/usr on Debian testing: "cannot find ROCm
+        # device library"), and llama.cpp's CMake falls back to /usr without it.
+        unset ROCM_PATH
+    else
+        export ROCM_PATH="$rocm"
+    fi
+    echo "ROCm for HIP: $rocm (rocm_source = '$source'), HIP $version, HIPCXX=$HIPCXX, ROCM_PATH=${ROCM_PATH:-(unset)}"
 }
 
 mkdir -p "$prefix/builds" "$prefix/trees"

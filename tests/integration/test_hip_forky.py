@@ -87,13 +87,15 @@ def test_the_toolchain_is_found_off_path_in_a_therock_shaped_prefix(forky):
     and clang through it although neither is on PATH (forky's /usr/bin/hipconfig is moved away for the
     test), sets ROCM_PATH/HIP_PATH/HIPCXX from that prefix, and CMake configures and compiles the HIP
     backend with them. What it does not prove: the prefix is made of forky's own ROCm (hipconfig copied
-    into bin/, include/, lib/, share/ and llvm/ linked to where forky installs them), not a TheRock
-    tarball, whose own layout and libraries are not exercised here."""
+    into bin/, include/, lib/, share/, llvm/ and amdgcn/ linked to where forky installs them), not a
+    TheRock tarball, whose own layout and libraries are not exercised here."""
     llvm = on("hipconfig -l").strip().removesuffix("/").removesuffix("/bin")
     triplet = on("dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu").strip()
+    # AMD's layout: the device libraries in <prefix>/amdgcn/bitcode, where clang looks with ROCM_PATH set
+    bitcode = on(f"find {llvm}/lib/clang -maxdepth 3 -type d -name amdgcn | head -n 1").strip()
     on(f"set -e; rm -rf {THERE}; mkdir -p {THERE}/bin; cp -L /usr/bin/hipconfig /usr/bin/hipcc {THERE}/bin/; "
        f"ln -s /usr/include {THERE}/include; ln -s /usr/lib/{triplet} {THERE}/lib; ln -s /usr/share {THERE}/share; "
-       f"ln -s {llvm} {THERE}/llvm; mv /usr/bin/hipconfig /usr/bin/hipconfig.halo-test; "
+       f"ln -s {llvm} {THERE}/llvm; ln -s {bitcode} {THERE}/amdgcn; mv /usr/bin/hipconfig /usr/bin/hipconfig.halo-test; "
        "mv /usr/bin/hipcc /usr/bin/hipcc.halo-test")
     data = {**forky, "rocm_source": "therock", "rocm_version": "7.2.1",
             "rocm_tarball_url": "https://example.org/therock.tar.gz", "rocm_tarball_sha256": "ab" * 32,

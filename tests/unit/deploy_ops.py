@@ -1,6 +1,6 @@
 """Run a step's @deploy function without hosts: settings and given facts in, its operations out.
 
-    ops = deploy_ops(install_rocm, {"rocm_source": "therock", ...}, {LinuxDistribution: UBUNTU_24})
+    ops = deploy_ops(install_rocm, {"rocm_source": "therock", ...}, {Distro: distro("ubuntu", "24.04")}, monkeypatch)
     ops["Install ROCm | Update the dynamic linker's cache (ldconfig)"]  # -> ["ldconfig"]
 
 Facts not given answer their default (nothing installed, no file). Each operation's commands are
@@ -16,14 +16,14 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.host import Host
 from pyinfra.context import ctx_host, ctx_state
-from pyinfra.facts.server import LinuxDistribution
+
+from facts.distro import Distro
 
 
 def distro(distro_id: str, version_id: str | None, codename: str = "") -> dict:
-    """A LinuxDistribution fact as pyinfra returns it (Debian testing has no VERSION_ID)."""
-    meta = {"ID": distro_id, "VERSION_CODENAME": codename, **({"VERSION_ID": version_id} if version_id else {})}
-    major = int(version_id.split(".")[0]) if version_id else None
-    return {"name": distro_id.capitalize(), "major": major, "minor": None, "release_meta": meta}
+    """The Distro fact of a host with this os-release and GRUB (Debian testing has no VERSION_ID)."""
+    lines = [f"os ID={distro_id}", f"os VERSION_CODENAME={codename}", "file /etc/default/grub"]
+    return Distro().process(lines + ([f"os VERSION_ID={version_id}"] if version_id else []))
 
 
 def deploy_ops(deploy: Callable, data: dict, facts: dict, monkeypatch: pytest.MonkeyPatch,
@@ -49,4 +49,4 @@ def deploy_ops(deploy: Callable, data: dict, facts: dict, monkeypatch: pytest.Mo
     return ops
 
 
-__all__ = ["LinuxDistribution", "deploy_ops", "distro"]
+__all__ = ["Distro", "deploy_ops", "distro"]

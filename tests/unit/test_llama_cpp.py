@@ -91,8 +91,8 @@ def test_hip_build_looks_for_rocm_where_its_source_installs_it(source, version, 
 
 
 def test_host_key_names_files_safely():
-    assert host_key({"release_meta": {"ID": "debian", "VERSION_ID": "12"}}, []) == "debian-12-e3b0c442"
-    assert host_key({"release_meta": {"ID": "x$(id)`y`", "VERSION_ID": "1 2"}}, []) == "x__id__y_-1_2-e3b0c442"
+    assert host_key({"id": "debian", "release": "12"}, []) == "debian-12-e3b0c442"
+    assert host_key({"id": "x$(id)`y`", "release": "1 2"}, []) == "x__id__y_-1_2-e3b0c442"
 
 
 def test_the_scripts_are_valid_bash_and_write_the_stamp_the_fact_reads():
@@ -312,3 +312,20 @@ def test_rdma_is_set_by_its_variable_not_by_extra_args():
     problem = problem_of(llama_cpp_cmake_extra_args=["-DGGML_RPC_RDMA=ON"])
     assert "set llama_cpp_rpc_rdma = True instead" in problem
     assert "entry '-DX=a\\x1bb' is not allowed" in problem_of(llama_cpp_cmake_extra_args=["-DX=a\x1bb"])
+
+
+@needs_toolchain
+@pytest.mark.skipif(Path("/usr/bin/hipconfig").exists(), reason="this machine has ROCm in /usr")
+def test_hip_build_with_the_distros_rocm_leaves_rocm_path_unset(tmp_path: Path):
+    # A distribution's clang finds its device libraries itself; ROCM_PATH=/usr would send it elsewhere.
+    rocm = fake_rocm(tmp_path / "distro-tools")  # hipconfig found on PATH, as /usr/bin is
+    repo = make_repo(tmp_path / "repo")
+    s = Settings(llama_cpp_backend="hip", llama_cpp_repo=str(repo), llama_cpp_ref="b1",
+                 llama_cpp_prefix=str(tmp_path / "prefix"))
+    (command,) = build._inner(s, cmake_flags(s), 2)
+    assert shlex.quote("HALO_ROCM_PATH=/usr") in command.get_raw_value()
+    env = dict(os.environ, PATH=f"{os.environ['PATH']}:{rocm}/bin", ROCM_PATH="/somewhere/else")
+    proc = subprocess.run(["sh", "-c", command.get_raw_value()], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert rocm_env(tmp_path) == {"ROCM_PATH": "", "HIP_PATH": "/usr", "HIPCXX": f"{rocm}/llvm/bin/clang"}
+    assert "ROCM_PATH=(unset)" in proc.stdout

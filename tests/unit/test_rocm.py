@@ -19,7 +19,6 @@ from deploys.rocm import (
     Unsupported,
     apt_pin,
     deb822_source,
-    distro_of,
     install_rocm,
     ld_conf,
     opt_dir,
@@ -28,7 +27,7 @@ from deploys.rocm import (
     tarball_script,
 )
 from deploys.settings import Settings, SettingsError, validate_inventory
-from tests.unit.deploy_ops import LinuxDistribution, deploy_ops, distro
+from tests.unit.deploy_ops import Distro, deploy_ops, distro
 
 SHA = "ab" * 32
 
@@ -235,10 +234,10 @@ def test_rocm_prefix_per_source():
     assert rocm_prefix("therock", "7.2.1") == "/opt/rocm-7.2.1"
 
 
-def test_debian_testing_goes_by_its_codename():
-    assert distro_of(distro("debian", None, "forky")) == ("debian", 14)
-    assert distro_of(distro("debian", "13", "trixie")) == ("debian", 13)
-    assert distro_of(distro("ubuntu", "24.04", "noble")) == ("ubuntu", 24)
+def test_debian_testing_goes_by_its_codename(monkeypatch):
+    ops = deploy_ops(install_rocm, {}, {Distro: distro("debian", None, "forky")}, monkeypatch)
+    assert list(ops) == ["Install ROCm | Install ROCm packages: hipcc, libamdhip64-dev, libhipblas-dev, "
+                         "librocblas-dev, rocminfo"]
 
 
 def test_ld_conf_lists_the_prefix_libraries():
@@ -246,7 +245,7 @@ def test_ld_conf_lists_the_prefix_libraries():
 
 
 def test_amd_repo_operations_on_ubuntu_24(monkeypatch):
-    ops = deploy_ops(install_rocm, {"rocm_source": "amd-repo"}, {LinuxDistribution: distro("ubuntu", "24.04")},
+    ops = deploy_ops(install_rocm, {"rocm_source": "amd-repo"}, {Distro: distro("ubuntu", "24.04")},
                      monkeypatch)
     names = [n.removeprefix("Install ROCm | ") for n in ops]
     assert names == [
@@ -263,7 +262,7 @@ def test_amd_repo_operations_on_ubuntu_24(monkeypatch):
 
 
 def test_therock_operations_unpack_link_and_ldconfig(monkeypatch):
-    ops = deploy_ops(install_rocm, THEROCK, {LinuxDistribution: distro("fedora", "43")}, monkeypatch)
+    ops = deploy_ops(install_rocm, THEROCK, {Distro: distro("fedora", "43")}, monkeypatch)
     names = [n.removeprefix("Install ROCm | ") for n in ops]
     assert names == ["Install curl, ca-certificates, tar for this step", "Install the ROCm tarball into /opt/rocm-7.2.1",
                      "Point /opt/rocm at /opt/rocm-7.2.1", "List /opt/rocm-7.2.1/lib for the dynamic linker",
@@ -272,9 +271,9 @@ def test_therock_operations_unpack_link_and_ldconfig(monkeypatch):
 
 
 def test_the_distro_packages_need_no_linker_configuration(monkeypatch):
-    ops = deploy_ops(install_rocm, {}, {LinuxDistribution: distro("debian", None, "forky")}, monkeypatch)
-    assert list(ops) == ["Install ROCm | Install ROCm packages: hipcc, libamdhip64-dev, libhipblas-dev, "
-                         "librocblas-dev, rocminfo"]
+    ops = deploy_ops(install_rocm, {}, {Distro: distro("fedora", "43")}, monkeypatch)
+    assert list(ops) == ["Install ROCm | Install ROCm packages: rocm-hip-devel, hipcc, hipblas-devel, "
+                         "rocblas-devel, rocminfo"]
     assert LD_CONF not in str(ops)
 
 
@@ -284,15 +283,16 @@ def test_the_distro_packages_need_no_linker_configuration(monkeypatch):
                                         "'therock'", 'Debian testing "forky"',
                                         "Fix it in the inventory's host data or group_data/all.py."]),
     (distro("debian", "12", "bookworm"), ["halo1: rocm_source = 'distro' is invalid:", "no hipBLAS or rocBLAS"]),
-    (distro("ubuntu", "24.04", "noble"), ["halo1: rocm_source = 'distro' is invalid:", "no kernels for the gfx1151"]),
+    (distro("ubuntu", "24.04", "noble"), ["halo1: rocm_source = 'distro' is invalid: the HIP backend cannot use it "
+                                          "on ubuntu 24.04:", "no kernels for the gfx1151"]),
 ])
 def test_a_source_that_cannot_build_hip_stops_the_run_before_any_operation(monkeypatch, facts, words):
     with pytest.raises(SettingsError) as info:
-        deploy_ops(install_rocm, {}, {LinuxDistribution: facts}, monkeypatch)
+        deploy_ops(install_rocm, {}, {Distro: facts}, monkeypatch)
     for word in words:
         assert word in str(info.value)
 
 
 def test_debian_13_distro_is_fine_without_the_hip_backend(monkeypatch):
     assert deploy_ops(install_rocm, {"llama_cpp_backend": "vulkan"},
-                      {LinuxDistribution: distro("debian", "13", "trixie")}, monkeypatch) == {}
+                      {Distro: distro("debian", "13", "trixie")}, monkeypatch) == {}
