@@ -362,7 +362,7 @@ VALID: dict[str, str] = {
     "llama_cpp_repo": (
         "a git repository URL (https://, http://, git://, ssh://, file://) or an absolute path, "
         "e.g. 'https://github.com/ggml-org/llama.cpp' (printable characters, no spaces; not an option "
-        "such as '-u...', no remote helper such as 'ext::')"
+        "such as '-u...', no remote helper such as 'ext::', no host starting with '-')"
     ),
     "llama_cpp_ref": "a release tag such as 'b10760' or a commit hash (7 to 40 hex digits)",
     "llama_cpp_backend": "one of 'hip' (ROCm), 'vulkan' or 'cpu'",
