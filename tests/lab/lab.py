@@ -52,7 +52,7 @@ NFT_TABLE = f"halo_lab{LAB_ID}"  # NAT of the lab subnet, so hosts reach the Deb
 RELEASES = {"12": "bookworm", "13": "trixie", "forky": "forky"}
 DEBOOTSTRAP_SCRIPT = {"forky": "/usr/share/debootstrap/scripts/sid"}
 # A testing Release file carries a Valid-Until a week or two ahead; the archive this lab has reached served
-# one already past it, and apt-get update then fails ("Release file ... is expired"). Lab hosts of a
+# one expired by this machine's clock, and apt-get update then fails ("Release file ... is expired"). Lab hosts of a
 # testing release accept it (stable releases have no Valid-Until).
 TESTING_RELEASES = {"forky"}
 APT_NO_VALID_UNTIL = 'Acquire::Check-Valid-Until "false";  // lab: a testing Release may be expired here\n'
