@@ -276,8 +276,11 @@ def lab_hosts_data(lab_inventory: str) -> tuple[dict[str, dict], list[str]]:
 
 
 def base_hosts(lab_inventory: str) -> tuple[dict[str, dict], dict[str, list[str]]]:
-    """The valid base: the lab's hosts and groups, the head with model_path = MODEL_PATH."""
+    """The valid base: the lab's hosts and groups with the CPU backend (the HIP backend is refused
+    on Debian 12 and 13 with rocm_source 'distro': a case of its own), the head with model_path = MODEL_PATH."""
     hosts, head = lab_hosts_data(lab_inventory)
+    for data in hosts.values():
+        data["llama_cpp_backend"] = "cpu"
     hosts[HEAD]["model_path"] = MODEL_PATH
     return hosts, {"head": head, "rpc_workers": list(hosts)}
 
