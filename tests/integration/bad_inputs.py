@@ -85,7 +85,10 @@ CASES = [
     BadInput("llama_cpp_cmake_rdma", "halo2: llama_cpp_cmake_extra_args = ['-DGGML_RPC_RDMA=ON'] is invalid",
              "set llama_cpp_rpc_rdma = True instead", halo2(llama_cpp_cmake_extra_args=["-DGGML_RPC_RDMA=ON"])),
     BadInput("rocm_distro_on_debian_13", "halo2: rocm_source = 'distro' is invalid",
-             "Debian 13's own HIP is 5.7", halo2(llama_cpp_backend="hip", rocm_source="distro"), needs_facts=True),
+             "Debian 13's own HIP is 5.7",  # the whole cluster on HIP; AMD's repository on the Debian 12 hosts
+             {"halo1": {"llama_cpp_backend": "hip", "rocm_source": "amd-repo"},
+              "halo2": {"llama_cpp_backend": "hip", "rocm_source": "distro"},
+              "halo3": {"llama_cpp_backend": "hip", "rocm_source": "amd-repo"}}, needs_facts=True),
     BadInput("rocm_therock_without_tarball", "halo2: rocm_tarball_url = None is invalid", "rocm_source is 'therock'",
              halo2(rocm_source="therock")),
     BadInput("rocm_dkms_package", "halo2: rocm_packages_extra = ['amdgpu-dkms'] is invalid",
@@ -198,7 +201,7 @@ UNIT_CASES = [
              "rename rpcworkers to rpc_workers", groups={"head": ["halo1"], "rpc_workers": ["halo1", "halo2"],
                                                          "rpcworkers": ["halo3"]}),
     # one cluster
-    BadInput("llama_cpp_backend_differs", "halo3: llama_cpp_backend = 'vulkan' is invalid", "head halo1 has 'hip'",
+    BadInput("llama_cpp_backend_differs", "halo3: llama_cpp_backend = 'vulkan' is invalid", "head halo1 has 'cpu'",
              {"halo3": {"llama_cpp_backend": "vulkan"}}),
     BadInput("cmake_flags_differ", "halo2: llama_cpp_cmake_extra_args = ['-DGGML_HIP_NO_VMM=ON'] is invalid",
              "head halo1 has []", halo2(llama_cpp_cmake_extra_args=["-DGGML_HIP_NO_VMM=ON"])),

@@ -146,6 +146,11 @@ def make_repo(path: Path) -> Path:
     return path
 
 
+def at(tmp_path: Path, s: Settings) -> Settings:
+    """`s` with llama_cpp_prefix under tmp_path (a place the settings refuse on hosts: the units' PrivateTmp)."""
+    return s.model_copy(update={"llama_cpp_prefix": str(tmp_path / "prefix")})
+
+
 def run_op(command, cwd: Path, path: str | None = None) -> subprocess.CompletedProcess:
     """The operation's command as the host's shell gets it (pyinfra sends the joined words to sh -c)."""
     env = dict(os.environ, PATH=path or os.environ["PATH"])
@@ -162,8 +167,8 @@ def test_build_passes_every_value_as_data_and_expands_nothing(tmp_path: Path):
     repo = make_repo(Path(tmp_path / ("repo-" + "".join(v for v in HOSTILE if "/" not in v))))
     repo.mkdir(exist_ok=True)
     extra = [f"-DHALO_TEST_{i}={value}" for i, value in enumerate(HOSTILE)]
-    s = Settings(llama_cpp_backend="cpu", llama_cpp_repo=str(repo), llama_cpp_ref="b1",
-                 llama_cpp_prefix=str(tmp_path / "prefix"), llama_cpp_cmake_extra_args=extra)
+    s = at(tmp_path, Settings(llama_cpp_backend="cpu", llama_cpp_repo=str(repo), llama_cpp_ref="b1",
+                              llama_cpp_cmake_extra_args=extra))
     flags = cmake_flags(s)
     work = tmp_path / "cwd"
     work.mkdir()
@@ -227,9 +232,8 @@ def hip_build(tmp_path: Path, source: str, version: str = "7.2.1") -> subprocess
     """The HIP build operation with ROCm where `source` puts it, under tmp_path instead of /."""
     repo = make_repo(tmp_path / "repo")
     therock = {"rocm_tarball_url": "https://example.org/r.tar.gz", "rocm_tarball_sha256": "ab" * 32}
-    s = Settings(llama_cpp_backend="hip", rocm_source=source, rocm_version=version, llama_cpp_repo=str(repo),
-                 llama_cpp_ref="b1", llama_cpp_prefix=str(tmp_path / "prefix"),
-                 **(therock if source == "therock" else {}))
+    s = at(tmp_path, Settings(llama_cpp_backend="hip", rocm_source=source, rocm_version=version,
+                              llama_cpp_repo=str(repo), llama_cpp_ref="b1", **(therock if source == "therock" else {})))
     (command,) = build._inner(s, cmake_flags(s), 2)
     # -DGGML_HIP=ON means nothing to the small project; the ROCm path is moved under tmp_path.
     text = command.get_raw_value().replace(shlex.quote(f"HALO_ROCM_PATH={rocm_path(s)}"),
@@ -320,8 +324,7 @@ def test_hip_build_with_the_distros_rocm_leaves_rocm_path_unset(tmp_path: Path):
     # A distribution's clang finds its device libraries itself; ROCM_PATH=/usr would send it elsewhere.
     rocm = fake_rocm(tmp_path / "distro-tools")  # hipconfig found on PATH, as /usr/bin is
     repo = make_repo(tmp_path / "repo")
-    s = Settings(llama_cpp_backend="hip", llama_cpp_repo=str(repo), llama_cpp_ref="b1",
-                 llama_cpp_prefix=str(tmp_path / "prefix"))
+    s = at(tmp_path, Settings(llama_cpp_backend="hip", llama_cpp_repo=str(repo), llama_cpp_ref="b1"))
     (command,) = build._inner(s, cmake_flags(s), 2)
     assert shlex.quote("HALO_ROCM_PATH=/usr") in command.get_raw_value()
     env = dict(os.environ, PATH=f"{os.environ['PATH']}:{rocm}/bin", ROCM_PATH="/somewhere/else")
