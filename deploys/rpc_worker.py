@@ -55,6 +55,8 @@ from facts.rpc_worker import (
 USER = "llama-rpc"
 UNIT = "halo-rpc@.service"
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+CACHE_PRUNE = "/usr/local/libexec/halo-provision/rpc-cache-prune"  # deploys/scripts/rpc-cache-prune.sh
 JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 
 
@@ -77,15 +79,17 @@ def env_path(port: int) -> str:
 def unit_data(prefix: str, stamp: dict) -> dict:
     """Values of halo-rpc@.service: the RPC binary through `current`, named as the build names it."""
     binary = f"{prefix}/current/bin/{Path(stamp['rpc_server']).name}"
-    return {"service_user": USER, "env_dir": ENV_DIR, "binary": binary}
+    return {"service_user": USER, "env_dir": ENV_DIR, "binary": binary, "prune": CACHE_PRUNE}
 
 
-def env_data(address: IPAddress, server: RpcInstance, stamp: dict, rpc_env: dict[str, str]) -> dict:
+def env_data(address: IPAddress, server: RpcInstance, stamp: dict, rpc_env: dict[str, str],
+             cache_max_mib: int | None = None) -> dict:
     """Values of /etc/halo-provision/rpc-<port>.env for one instance: `env` is rpc_env with the
-    instance's own env over it, as EnvironmentFile= lines."""
+    instance's own env over it, as EnvironmentFile= lines; the tensor cache's limit in bytes."""
     env = {**rpc_env, **server.env}
     return {"build_id": stamp["id"], "address": str(address), "port": server.port,
             "device": server.device, "threads": server.threads,
+            "cache_max_bytes": None if cache_max_mib is None else cache_max_mib * 1024 * 1024,
             "env": [env_file_line(name, value) for name, value in env.items()]}
 
 
@@ -182,7 +186,8 @@ def rpc_unit(prefix: str, ref: str):
 
 
 @operation()
-def rpc_env_file(prefix: str, ref: str, address: IPAddress, server: RpcInstance, rpc_env: dict[str, str]):
+def rpc_env_file(prefix: str, ref: str, address: IPAddress, server: RpcInstance, rpc_env: dict[str, str],
+                 cache_max_mib: int | None):
     """Write /etc/halo-provision/rpc-<port>.env (root-only: rpc_env may hold secrets), with the id of
     the build `current` points at when this runs."""
     stamp = _current_build(prefix, ref)
@@ -191,7 +196,7 @@ def rpc_env_file(prefix: str, ref: str, address: IPAddress, server: RpcInstance,
         return
     yield from files.template._inner(src=template("etc/halo-provision/rpc.env.j2"), dest=env_path(server.port),
                                      user="root", group="root", mode="600", jinja_env_kwargs=dict(JINJA),
-                                     **env_data(address, server, stamp, rpc_env))
+                                     **env_data(address, server, stamp, rpc_env, cache_max_mib))
 
 
 @operation()
@@ -251,6 +256,8 @@ def rpc_worker() -> None:
                 shell="/usr/sbin/nologin", groups=list(GPU_GROUPS), ensure_home=False,
                 comment="llama.cpp RPC server")
 
+    files.put(name="Install the RPC tensor cache pruner", src=str(SCRIPTS / "rpc-cache-prune.sh"),
+              dest=CACHE_PRUNE, mode="755", create_remote_dir=True)
     unit = rpc_unit(name=f"Install {UNIT}", prefix=prefix, ref=ref)
     systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
     frontends = host.get_fact(FirewallFrontends)
@@ -264,7 +271,8 @@ def rpc_worker() -> None:
     for rpc in servers:
         instance = f"halo-rpc@{rpc.port}.service"
         env = rpc_env_file(name=f"Write the settings of halo-rpc@{rpc.port}", prefix=prefix, ref=ref,
-                           address=s.rpc_bind_address, server=rpc, rpc_env=s.rpc_env)
+                           address=s.rpc_bind_address, server=rpc, rpc_env=s.rpc_env,
+                           cache_max_mib=s.rpc_cache_max_mib)
         systemd.service(name=f"Restart halo-rpc@{rpc.port} for its new unit, settings or build", service=instance,
                         running=True, restarted=True, _if=any_changed(unit, env))
         systemd.service(name=f"Run halo-rpc@{rpc.port} now and at every boot", service=instance,

@@ -354,6 +354,10 @@ VALID: dict[str, str] = {
         "optional threads 1 to 1024; optional head: the name of the one head that uses this server; "
         "optional env: a dict like rpc_env, over it for this instance), or [] for one server on rpc_port"
     ),
+    "rpc_cache_max_mib": (
+        "a whole number of MiB from 0 (no tensor cache) to 16777216, or None for a tenth of the file "
+        "system that holds /var/lib/halo-rpc"
+    ),
     "rpc_env": (
         "a dict of environment variables for the RPC servers, such as {'GGML_VK_VISIBLE_DEVICES': '0'} "
         "(names: a letter or '_' first, then letters, digits or '_'; values: strings without newlines, "
@@ -509,6 +513,7 @@ class Settings(BaseModel):
     rpc_allow_any_address: Annotated[bool, Strict()] = False
     rpc_instances: list[RpcInstance] = []
     rpc_env: EnvVars = {}
+    rpc_cache_max_mib: Annotated[int, Strict(), Field(ge=0, le=16_777_216)] | None = None
 
     # llama.cpp build (every host of the cluster)
     llama_cpp_repo: Annotated[str, Strict(), StringConstraints(pattern=_GIT_URL_RE), AfterValidator(_check_git_url)] = (

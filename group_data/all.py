@@ -71,6 +71,9 @@ rpc_allow_any_address = False
 rpc_instances = []
 # Environment of the RPC servers, e.g. {"GGML_VK_VISIBLE_DEVICES": "0"}; an instance's "env" goes over it.
 rpc_env = {}
+# Most MiB the RPC tensor cache (-c, /var/lib/halo-rpc/rpc) keeps, least recently used pruned first;
+# 0 = no cache; None = a tenth of the file system that holds it.
+rpc_cache_max_mib = None
 
 # --- llama.cpp build (every host: one commit for the whole cluster) ---
 # Git repository of llama.cpp (a URL or a path on the host).

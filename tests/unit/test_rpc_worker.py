@@ -39,8 +39,10 @@ STAMP = {
 HEAD = ip_address("10.151.0.11")
 
 
-def env_lines(server: RpcInstance, address="10.151.0.12", rpc_env: dict | None = None) -> dict[str, str]:
-    text = render("etc/halo-provision/rpc.env.j2", **env_data(ip_address(address), server, STAMP, rpc_env or {}))
+def env_lines(server: RpcInstance, address="10.151.0.12", rpc_env: dict | None = None,
+              cache_max_mib: int | None = None) -> dict[str, str]:
+    text = render("etc/halo-provision/rpc.env.j2",
+                  **env_data(ip_address(address), server, STAMP, rpc_env or {}, cache_max_mib))
     return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
 
 
@@ -50,8 +52,22 @@ def env_lines(server: RpcInstance, address="10.151.0.12", rpc_env: dict | None =
 def test_env_file_without_device_and_threads_leaves_them_out():
     assert env_lines(RpcInstance(port=50052)) == {
         "LLAMA_BUILD_ID": "0123456789ab-1a2b3c4d", "RPC_HOST": "10.151.0.12", "RPC_PORT": "50052",
-        "RPC_DEVICE_ARGS": "", "RPC_THREADS_ARGS": "",
+        "RPC_DEVICE_ARGS": "", "RPC_THREADS_ARGS": "", "RPC_CACHE_ARGS": "-c", "RPC_CACHE_MAX_BYTES": "auto",
     }
+
+
+@pytest.mark.parametrize("cache_max_mib, args, limit", [(None, "-c", "auto"), (2, "-c", "2097152"), (0, "", "0")])
+def test_env_file_carries_the_tensor_cache_limit(cache_max_mib, args, limit):
+    lines = env_lines(RpcInstance(port=50052), cache_max_mib=cache_max_mib)
+    assert (lines["RPC_CACHE_ARGS"], lines["RPC_CACHE_MAX_BYTES"]) == (args, limit)
+
+
+def test_unit_prunes_the_cache_around_each_run_and_passes_c_from_the_env_file():
+    lines = directives(unit_text())
+    prune = "-/bin/sh /usr/local/libexec/halo-provision/rpc-cache-prune /var/lib/halo-rpc/rpc ${RPC_CACHE_MAX_BYTES}"
+    assert f"ExecStartPre={prune}" in lines and f"ExecStopPost={prune}" in lines
+    start = next(line for line in lines if line.startswith("ExecStart="))
+    assert " -c " not in start and "$RPC_CACHE_ARGS" in start
 
 
 def test_env_file_with_device_and_threads():
@@ -94,7 +110,7 @@ def directives(text: str) -> list[str]:
 
 def test_unit_runs_the_current_build_with_the_instance_settings():
     lines = directives(unit_text())
-    assert ("ExecStart=/opt/llama.cpp/current/bin/ggml-rpc-server -H ${RPC_HOST} -p ${RPC_PORT} -c "
+    assert ("ExecStart=/opt/llama.cpp/current/bin/ggml-rpc-server -H ${RPC_HOST} -p ${RPC_PORT} $RPC_CACHE_ARGS "
             "$RPC_DEVICE_ARGS $RPC_THREADS_ARGS") in lines
     assert "EnvironmentFile=/etc/halo-provision/rpc-%i.env" in lines
     assert "User=llama-rpc" in lines
