@@ -364,9 +364,14 @@ def serving(s: Settings, changed, rpc):
     if host.state.is_executing:
         logger.info(f"{host.name}: (re)starting {UNIT}: {reason}")
     rpc = rpc() if callable(rpc) else rpc  # head_rpc_servers = "auto": chosen when this runs
-    if rpc:
-        yield wait_rpc_command(rpc, s.head_ready_timeout_s)
-    yield StringCommand("systemctl", "restart", UNIT)
+    if not rpc:
+        yield StringCommand("systemctl", "restart", UNIT)
+        return
+    # Stop it first: an RPC server serves one client at a time, so while the running llama-server
+    # holds them, the probes would wait in their (two-deep) accept queues and never get through.
+    yield StringCommand("systemctl", "stop", UNIT)
+    yield wait_rpc_command(rpc, s.head_ready_timeout_s)
+    yield StringCommand("systemctl", "start", UNIT)
 
 
 @operation()

@@ -567,9 +567,10 @@ def test_serving_restarts_only_once_every_rpc_server_accepts_connections():
     commands, _ = run_operation(serving, status(active="inactive", exe=None), s=Settings(head_ready_timeout_s=300),
                                 changed=lambda: False, rpc=rpc)
     assert [c.get_raw_value() for c in commands] == [
+        "systemctl stop halo-llama-server.service",  # its connections would keep the probes queued
         "env LLAMA_ARG_RPC=10.151.0.12:50052,10.151.0.13:50052,10.151.0.13:50053 "
         "/usr/local/libexec/halo-provision/wait-rpc-servers 300",
-        "systemctl restart halo-llama-server.service",
+        "systemctl start halo-llama-server.service",
     ]
     commands, _ = run_operation(serving, status(), s=Settings(), changed=lambda: False, rpc=rpc)
     assert commands == []  # no restart, no probe of the RPC servers it serves from
