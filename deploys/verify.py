@@ -118,7 +118,9 @@ def read_facts(s: Settings, get_fact: Callable | None = None, workers: list[Sett
         if workers is None:
             workers = head.workers_of(host.inventory)
         if head_rpc_servers(s, workers):
-            head_facts["reach"] = get(RpcReach, endpoints=head_rpc_servers(s, workers), user=head.USER)
+            serving = (head_facts["state"] or {}).get("active") == "active"  # it holds the servers: do not queue
+            head_facts["reach"] = get(RpcReach, endpoints=head_rpc_servers(s, workers), user=head.USER,
+                                      probe_user=not serving)
     return HostFacts(
         distro=get(Distro)["family"],
         kernel=get(KernelRelease),
@@ -184,6 +186,8 @@ def rpc_reach_row(reach: dict, state: dict | None) -> Row:
     other = [ep for ep, r in endpoints.items() if r["other"] == "open"]
     closed = [ep for ep, r in endpoints.items() if r["user"] == "closed"]
     shown = f"{len(endpoints) - len(closed)}/{len(endpoints)} RPC servers reached by llama-server"
+    if endpoints and all(r["user"] == "skipped" for r in endpoints.values()):
+        shown = f"{len(endpoints)} RPC servers held by the running llama-server"
     if other:
         return Row("RPC reach", shown, "FAIL", f"any local user of the head connects to {', '.join(other)} (the RPC "
                    "server has no authentication): run deploys/firewall.py on the head")

@@ -17,12 +17,14 @@ from pyinfra.api import FactBase
 
 PROBE_TIMEOUT_S = 3
 OTHER_USER = "nobody"  # stands for every local user but llama-server's
-_LINE = re.compile(r"^reach (\S+) (open|closed) (open|closed)$")
+_LINE = re.compile(r"^reach (\S+) (open|closed|skipped) (open|closed)$")
 
 
 class RpcReach(FactBase[dict]):
     """For each `address:port`, whether `user` ("user") and the user nobody ("other") connect to it
-    within 3 s (bash's /dev/tcp, run with runuser). "user": whether `user` exists at all.
+    within 3 s (bash's /dev/tcp, run with runuser). "user": whether `user` exists at all. With
+    probe_user=False `user` is not tried ("skipped"): an RPC server serves one client at a time, and
+    a probe while llama-server holds it waits in its accept queue (which holds one or two).
 
     .. code:: python
 
@@ -35,14 +37,15 @@ class RpcReach(FactBase[dict]):
     def default() -> dict:
         return {"user": False, "endpoints": {}}
 
-    def command(self, endpoints: list[str], user: str) -> str:
+    def command(self, endpoints: list[str], user: str, probe_user: bool = True) -> str:
         probe = "runuser -u \"$1\" -- timeout {t} bash -c \"exec 3<>/dev/tcp/$2/$3\" 2>/dev/null".format(
             t=PROBE_TIMEOUT_S)
+        as_user = '$(try "$0" "$a" "$p")' if probe_user else "skipped"
         script = (
             f"try() {{ if {probe}; then echo open; else echo closed; fi; }}; "
             "id -u \"$0\" >/dev/null 2>&1 && echo user || exit 0; "
             "for ep in \"$@\"; do a=${ep%:*}; p=${ep##*:}; "
-            f"echo \"reach $ep $(try \"$0\" \"$a\" \"$p\") $(try {OTHER_USER} \"$a\" \"$p\")\"; done"
+            f"echo \"reach $ep {as_user} $(try {OTHER_USER} \"$a\" \"$p\")\"; done"
         )
         return f"bash -c {shlex.quote(script)} {shlex.quote(user)} " + " ".join(map(shlex.quote, endpoints)) + "; true"
 

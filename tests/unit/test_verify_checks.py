@@ -120,3 +120,9 @@ def test_reach_fails_when_llama_server_cannot_connect_and_warns_while_it_serves(
 
 def test_reach_not_deployed_is_a_warning():
     assert rpc_reach_row({"user": False, "endpoints": {}}, None).verdict == "WARN"
+
+
+def test_reach_while_llama_server_holds_the_servers_checks_other_users_only():
+    row = rpc_reach_row(reach(a_1=("skipped", "closed")), ACTIVE)
+    assert (row.verdict, row.value) == ("ok", "1 RPC servers held by the running llama-server, no other user")
+    assert rpc_reach_row(reach(a_1=("skipped", "open")), ACTIVE).verdict == "FAIL"

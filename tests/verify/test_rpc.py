@@ -64,6 +64,10 @@ def test_rpc_ports_are_open_to_the_heads_llama_server(halo, all_hosts):
     address = halo.settings.rpc_connect_address
     for head in heads:
         name = halo.cluster.name_of(head)
+        if head.run(f"systemctl is-active {head_step.UNIT}").stdout.strip() == "active":
+            # it holds each RPC server (one client at a time): a probe would wait in the server's accept
+            # queue; that llama-server serves is checked by the head's tests (/health 200)
+            continue
         ports = [server.port for server in halo.settings.rpc_servers_for(name)]
         closed = [port for port in ports if not connects(head, str(address), port, user=head_step.USER)]
         check(not closed, f"{halo.name}: head {name}'s llama-server cannot connect to {address} port(s) {closed}: "
