@@ -2,6 +2,9 @@
 
     pyinfra inventories/lab.py deploys/rpc_worker.py      # after deploys/llama_cpp.py
 
+On a host that is not (or no longer) in group rpc_workers, its halo-rpc@ instances are stopped and
+disabled and their env files removed (its firewall is deploys/firewall.py's).
+
 On each host in group rpc_workers:
 
 - the system user `llama-rpc` (no login shell, no home) in the groups render and video;
@@ -235,10 +238,16 @@ def ufw_rpc_rules(ports: list[int], sources: list[IPAddress]):
         yield StringCommand(command)
 
 
+def retire() -> None:
+    """A host not (or no longer) in group rpc_workers keeps no RPC server running."""
+    remove_stale_instances(name="Stop the RPC servers of a host not in rpc_workers", wanted=[])
+
+
 @deploy("Run the llama.cpp RPC workers")
 def rpc_worker() -> None:
     s = settings(host)
     if not s.is_rpc_worker:
+        retire()
         return
     servers = s.rpc_servers
     ports = [rpc.port for rpc in servers]

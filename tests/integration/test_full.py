@@ -53,3 +53,30 @@ def test_after_a_worker_reboots_it_serves_again_and_its_port_is_still_closed_to_
     while not completes():
         assert time.monotonic() < deadline, "the head did not serve again after its worker rebooted"
         time.sleep(1)
+
+
+def test_a_host_taken_out_of_rpc_workers_is_cleaned_up_and_no_longer_expected(cluster, tmp_path):
+    """halo3 leaves group rpc_workers (it stays in the inventory, in another group): its RPC server is
+    stopped and disabled, its env file gone, the head no longer uses it, verify passes without it; a
+    second run changes nothing; back in rpc_workers it serves again."""
+    lines = (lab.STATE / "inventory.py").read_text().splitlines()
+    (entry,) = [line for line in lines if line.strip().startswith("('halo3', {")]
+    spare = tmp_path / "inventory.py"
+    spare.write_text("\n".join(line for line in lines if line != entry) + f"\nspare = [\n{entry}\n]\n")
+    try:
+        proc = cluster.run("deploys/full.py", inventory=str(spare))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert lab.ssh("halo3", f"systemctl is-enabled halo-rpc@{PORT}; systemctl is-active halo-rpc@{PORT}",
+                       check=False).stdout.split() == ["disabled", "inactive"]
+        assert f":{PORT}" not in sh("halo3", "ss -Hltn")
+        assert sh("halo3", "ls /etc/halo-provision | grep '^rpc-' || true") == ""
+        assert f"{lab.SUBNET}.13" not in sh(HEAD, "cat /etc/halo-provision/llama-server.env")
+        assert completes()
+        verify = cluster.run("deploys/verify.py", inventory=str(spare))
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert_no_changes(cluster.run("deploys/full.py", inventory=str(spare)))
+    finally:
+        back = cluster.run("deploys/full.py")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert sh("halo3", f"systemctl is-active halo-rpc@{PORT}") == "active"
+    assert can_connect(HEAD, "halo3") and not can_connect("halo2", "halo3")

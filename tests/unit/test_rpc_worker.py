@@ -424,3 +424,11 @@ def test_stale_instances_are_stopped_disabled_and_forgotten():
 def test_fact_commands_exit_0_here(fact, args):
     proc = subprocess.run(["/bin/sh", "-c", fact().command(**args)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_a_former_worker_s_servers_are_all_stopped_and_a_never_worker_changes_nothing():
+    commands, _ = run_operation(remove_stale_instances, {RpcServerInstances: [50052, 50053]}, wanted=[])
+    assert [c for c in commands if c.startswith("systemctl disable")] == [
+        "systemctl disable --now halo-rpc@50052.service", "systemctl disable --now halo-rpc@50053.service"]
+    commands, noops = run_operation(remove_stale_instances, {RpcServerInstances: []}, wanted=[])
+    assert commands == [] and noops
