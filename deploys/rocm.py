@@ -190,19 +190,37 @@ mv "$work/root" "$dest"
 """
 
 
+def key_script(url: str, fingerprint: str, path: str) -> str:
+    """Fetch the key at `url` aside, and install it dearmored as `path` only when it holds exactly one
+    primary key, with `fingerprint` (anything else fails with both fingerprints; nothing is installed)."""
+    q = shlex.quote
+    return f"""set -euo pipefail
+url={q(url)} want={q(fingerprint)} path={q(path)}
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+curl -sSLf "$url" -o "$work/key.asc"
+gpg --dearmor < "$work/key.asc" > "$work/key.gpg"
+got=$(gpg --show-keys --with-colons "$work/key.gpg" 2>/dev/null \
+      | awk -F: '$1 == "pub" {{ primary = 1; next }} $1 == "fpr" && primary {{ print $10; primary = 0 }}' | paste -sd' ')
+if [ "$got" != "$want" ]; then
+    echo "rocm_repo_key_fingerprint: the key at $url has the primary key fingerprint(s) '${{got:-none}}', expected" \
+         "exactly $want; nothing was installed and apt trusts nothing new. Check rocm_repo_key_url, or set" \
+         "rocm_repo_key_fingerprint to the fingerprint the repository publishes" >&2
+    exit 1
+fi
+install -d -m 0755 "$(dirname "$path")"
+install -m 0644 "$work/key.gpg" "$path.new" && mv "$path.new" "$path"
+"""
+
+
 @operation()
-def dearmored_key(url: str, path: str):
-    """Install the ASCII-armoured key at `url` as the binary keyring `path` (for Signed-By)."""
+def dearmored_key(url: str, fingerprint: str, path: str):
+    """Install the ASCII-armoured key at `url` as the binary keyring `path` (for Signed-By), once its
+    fingerprint is checked."""
     digests = host.get_fact(KeyringDigests, url=url, path=path)
     if digests["url"] is not None and digests["url"] == digests["path"]:
         host.noop(f"{path} holds the key from {url}")
         return
-    script = (
-        f"set -euo pipefail; install -d -m 0755 {shlex.quote(path.rsplit('/', 1)[0])}; "
-        f"curl -sSLf {shlex.quote(url)} | gpg --dearmor > {shlex.quote(path)}.new; "
-        f"chmod 0644 {shlex.quote(path)}.new; mv {shlex.quote(path)}.new {shlex.quote(path)}"
-    )
-    yield StringCommand("bash", "-c", shlex.quote(script))
+    yield StringCommand("bash", "-c", shlex.quote(key_script(url, fingerprint, path)))
 
 
 @operation()
@@ -217,7 +235,8 @@ def unpacked_tarball(url: str, sha256: str, dest: str):
 
 def amd_repo(s: Settings, suite: str) -> None:
     """AMD's apt repository: keyring, deb822 source, pin; apt lists refreshed when one changed."""
-    key = dearmored_key(name="Install AMD's ROCm signing key as a keyring", url=s.rocm_repo_key_url, path=KEYRING)
+    key = dearmored_key(name="Install AMD's ROCm signing key as a keyring", url=s.rocm_repo_key_url,
+                        fingerprint=s.rocm_repo_key_fingerprint, path=KEYRING)
     source = files.put(
         name="Add AMD's ROCm apt repository",
         src=StringIO(deb822_source(s.rocm_repo_url, s.rocm_version, suite)),

@@ -176,6 +176,12 @@ _OVERRIDE_TENSOR_RE = r"^[^\s'\",=$%;&<>`#]+=[A-Za-z0-9_.:\[\]-]+$"
 _EXTRA_ARG_RE = r"^[^\s'\"\\$%;&<>`#]+$"
 
 
+def _check_fingerprint(value: str) -> str:
+    if len(value) != 40:
+        raise ValueError("not 40 hex digits")
+    return value
+
+
 def _check_not_dkms(value: str) -> str:
     # amdgpu-dkms-firmware has shipped the MES 0x83 that hangs gfx1151; the in-kernel driver is enough.
     if value.lower().startswith("amdgpu-dkms"):
@@ -387,6 +393,10 @@ VALID: dict[str, str] = {
     "rocm_version": "a ROCm release such as '7.2.1' (two or three numbers separated by dots)",
     "rocm_repo_url": "an http:// or https:// URL such as 'https://repo.radeon.com/rocm/apt'",
     "rocm_repo_key_url": "an http:// or https:// URL such as 'https://repo.radeon.com/rocm/rocm.gpg.key'",
+    "rocm_repo_key_fingerprint": (
+        "the OpenPGP fingerprint of the repository's signing key as 40 hex digits (spaces allowed), such as "
+        "AMD's 'CA8B B472 7A47 B4D0 9B4E E896 9386 B48A 1A69 3C5C'"
+    ),
     "rocm_tarball_url": (
         "an http:// or https:// URL of a TheRock tarball, or None (required when rocm_source is 'therock')"
     ),
@@ -534,6 +544,9 @@ class Settings(BaseModel):
     rocm_version: Annotated[str, Strict(), StringConstraints(pattern=_ROCM_VERSION_RE)] = "7.2.1"
     rocm_repo_url: HttpUrl = "https://repo.radeon.com/rocm/apt"
     rocm_repo_key_url: HttpUrl = "https://repo.radeon.com/rocm/rocm.gpg.key"
+    rocm_repo_key_fingerprint: Annotated[
+        str, Strict(), AfterValidator(lambda v: v.replace(" ", "").upper()), StringConstraints(pattern=r"^[0-9A-Fa-f ]{40,50}$"),
+        AfterValidator(_check_fingerprint)] = "CA8BB4727A47B4D09B4EE8969386B48A1A693C5C"
     rocm_tarball_url: HttpUrl | None = None
     rocm_tarball_sha256: (
         Annotated[str, Strict(), StringConstraints(pattern=_SHA256_RE), AfterValidator(str.lower)] | None

@@ -53,6 +53,8 @@ rocm_version = "7.2.1"
 rocm_repo_url = "https://repo.radeon.com/rocm/apt"
 # ASCII-armoured signing key of that repository, dearmored into /etc/apt/keyrings/rocm.gpg.
 rocm_repo_key_url = "https://repo.radeon.com/rocm/rocm.gpg.key"
+# Fingerprint the key at rocm_repo_key_url must have before apt trusts it (AMD's ROCm release signing key).
+rocm_repo_key_fingerprint = "CA8BB4727A47B4D09B4EE8969386B48A1A693C5C"
 # TheRock tarball to install when rocm_source is "therock".
 rocm_tarball_url = None
 # sha256 of that tarball, checked before it is unpacked (required with "therock").

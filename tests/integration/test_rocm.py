@@ -157,6 +157,16 @@ def build_amd_repo(root: Path) -> bytes:
     return key
 
 
+def fingerprint(armored: bytes) -> str:
+    """The primary key fingerprint of an ASCII-armoured public key."""
+    home = tempfile.mkdtemp(prefix="halo-gpg-")
+    try:
+        colons = gpg(home, "--show-keys", "--with-colons", input=armored).stdout.decode()
+        return next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def dearmor(armored: bytes) -> bytes:
     home = tempfile.mkdtemp(prefix="halo-gpg-")
     try:
@@ -193,7 +203,15 @@ def test_distro_source_fails_on_debian_12_with_the_fix(lab_inventory):
 def test_amd_repo_from_a_signed_repository(lab_inventory, server):
     key = build_amd_repo(server.root)
     repo_url = f"{server.url}/rocm/apt"
-    data = {"rocm_source": "amd-repo", "rocm_repo_url": repo_url, "rocm_repo_key_url": f"{server.url}/rocm/rocm.gpg.key"}
+    data = {"rocm_source": "amd-repo", "rocm_repo_url": repo_url, "rocm_repo_key_url": f"{server.url}/rocm/rocm.gpg.key",
+            "rocm_repo_key_fingerprint": fingerprint(key)}
+
+    # AMD's fingerprint (the default) does not match this repository's key: refused, nothing trusted
+    refused = deploy(lab_inventory, "halo1", {**data, "rocm_repo_key_fingerprint": "CA8BB4727A47B4D09B4EE8969386B48A1A693C5C"})
+    assert refused.returncode != 0
+    assert (f"has the primary key fingerprint(s) '{fingerprint(key)}', expected exactly "
+            "CA8BB4727A47B4D09B4EE8969386B48A1A693C5C; nothing was installed") in refused.stdout + refused.stderr
+    assert on("halo1", "ls /etc/apt/keyrings/rocm.gpg /etc/apt/sources.list.d/rocm.sources 2>/dev/null || true") == ""
 
     first = deploy(lab_inventory, "halo1", data)
     assert first.returncode == 0, first.stdout + first.stderr
