@@ -32,7 +32,7 @@ def sh(command: str) -> str:
 
 def fill_cache() -> None:
     """Six 1 MiB tensors; the one numbered 5 used last."""
-    sh(f"install -d -o llama-rpc -g llama-rpc {CACHE} && for i in 0 1 2 3 4 5; do "
+    sh(f"install -d -m 0700 -o llama-rpc -g llama-rpc {CACHE} && for i in 0 1 2 3 4 5; do "
        f"f={CACHE}/$(printf %016x $i); head -c {MIB} /dev/urandom > $f; chown llama-rpc: $f; "
        f"touch -a -d @$((1700000000 + 1000 * i)) $f; done")
 
