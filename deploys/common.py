@@ -102,7 +102,7 @@ def env_file_line(name: str, value: str) -> str:
 
     The value goes in double quotes, where systemd takes a backslash before one of `"`, `\\`, `` ` ``
     or `$` as that character and keeps every other character as it is (no expansion, no comments);
-    names and values are validated first (deploys/settings.py: no newlines or NULs). Read back through
+    names and values are validated first (deploys/settings/fields.py: no newlines or NULs). Read back through
     `systemd-run -p EnvironmentFile=... env` on systemd 252 (Debian 12) and 257 (Debian 13): quotes,
     `$`, backslashes, `#`, tabs, leading and trailing spaces and empty values arrive unchanged.
 

@@ -97,7 +97,7 @@ def env_data(address: IPAddress, server: RpcInstance, stamp: dict, rpc_env: dict
 
 
 def head_addresses(inventory) -> list[IPAddress]:
-    """The addresses the RPC ports accept: every head's head_source_address (see deploys/settings.py)."""
+    """The addresses the RPC ports accept: every head's head_source_address (see deploys/settings/model.py)."""
     found = {settings(head).head_source_address for head in inventory.get_group(HEAD_GROUP, [])}
     return sorted((a for a in found if a is not None), key=lambda a: (a.version, a))
 

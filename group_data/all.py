@@ -2,8 +2,9 @@
 
 pyinfra turns each public variable here into host data of all hosts. Override
 one for a group in group_data/<group>.py or for one host in the inventory's
-host data. deploys/settings.py validates them all (a misspelt name is an error);
-README.md documents them.
+host data. deploys/settings/ validates them all (a misspelt name is an error).
+Each comment is its variable's summary in deploys/settings/model.py, README's
+table its description: after changing one there, run python -m deploys.settings.docs.
 """
 
 # --- kernel and firmware ---

@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 NAMES = sorted(
     ".".join(path.relative_to(ROOT).with_suffix("").parts)
     for folder in ("deploys", "facts", "tests/lab")
-    for path in (ROOT / folder).glob("*.py")
+    for path in [*(ROOT / folder).glob("*.py"), *(ROOT / folder).glob("*/*.py")]
     if path.name not in ("__init__.py", "__main__.py", "full.py")  # full.py is a deploy file: it runs on import
+    and "scripts" not in path.parts and "__pycache__" not in path.parts
 )
 # Only modules that have examples: the others would pass without running anything.
 MODULES = [name for name in NAMES

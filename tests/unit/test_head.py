@@ -188,7 +188,7 @@ def test_every_variable_the_step_writes_is_refused_in_head_env():
     s, rpc = head_view(inventory(halo1={"head_tensor_split": [1, 1, 1], "head_extra_args": ["--cache-reuse", "256"]}))
     written = set(server_env(s, rpc, "/m.gguf", "--load-mode")) | set(server_env(s, rpc, "/m.gguf", "-dio"))
     written |= {line.split("=")[1] for line in directives(render_unit(s)) if line.startswith("Environment=")}
-    assert written <= set(HEAD_MANAGED_ENV), "add the new variable to HEAD_MANAGED_ENV in deploys/settings.py"
+    assert written <= set(HEAD_MANAGED_ENV), "add the new variable to HEAD_MANAGED_ENV in deploys/settings/fields.py"
     for name in written:
         with pytest.raises(SettingsError) as info:
             validate_inventory(inventory(halo1={"head_env": {name: "1"}}))

@@ -1,4 +1,4 @@
-"""Unit tests of deploys/settings.py: host data validation, messages, TTM sizing."""
+"""Unit tests of deploys/settings/: host data validation, messages, TTM sizing."""
 
 from __future__ import annotations
 
@@ -399,7 +399,7 @@ def test_ipv4_mapped_addresses_are_their_ipv4_address():
 
 def test_a_scoped_link_local_address_is_accepted_and_compared_without_its_scope():
     assert str(Settings(rpc_bind_address="fe80::12%eth1").rpc_bind_address) == "fe80::12%eth1"
-    from deploys.settings import _unscoped
+    from deploys.settings.fields import unscoped as _unscoped
     assert _unscoped(Settings(rpc_bind_address="fe80::12%eth1").rpc_bind_address) == \
         _unscoped(Settings(rpc_bind_address="fe80::12%eth0").rpc_bind_address)
 

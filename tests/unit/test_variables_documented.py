@@ -59,7 +59,7 @@ def test_variables_everywhere():
         if name not in in_all_py:
             missing.append(f"{name}: add it with a one-line comment to group_data/all.py")
         if name not in in_model:
-            missing.append(f"{name}: add a field to Settings in deploys/settings.py")
+            missing.append(f"{name}: add a field with var(...) to Settings in deploys/settings/model.py")
         if name not in in_readme:
             missing.append(
                 f"{name}: add a row | `{name}` | default | meaning | to the table "
@@ -76,7 +76,7 @@ def test_defaults_agree():
         if name in defaults and defaults[name] != field.default:
             wrong.append(
                 f"{name}: group_data/all.py says {defaults[name]!r}, Settings says "
-                f"{field.default!r} (deploys/settings.py); make them equal"
+                f"{field.default!r} (deploys/settings/model.py); make them equal"
             )
         if name in rows:
             match = re.fullmatch(r"`(.*)`", rows[name])
@@ -92,3 +92,13 @@ def test_defaults_agree():
 def test_defaults_validate():
     # group_data/all.py passes the model as is.
     Settings.model_validate(group_data_defaults())
+
+
+def test_readme_table_and_all_py_comments_come_from_the_model():
+    # The model's fields hold each variable's texts: README's meaning column is the field's description,
+    # group_data/all.py's comment its summary. `python -m deploys.settings.docs` rewrites both.
+    from deploys.settings import docs
+
+    readme, all_py = README.read_text(encoding="utf-8"), ALL_PY.read_text(encoding="utf-8")
+    assert docs.readme_text(readme) == readme, "README.md's variable table: run python -m deploys.settings.docs"
+    assert docs.all_py_text(all_py) == all_py, "group_data/all.py's comments: run python -m deploys.settings.docs"

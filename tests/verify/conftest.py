@@ -5,7 +5,7 @@
     pytest tests/verify --hosts=ssh://admin@halo1 --sudo --report verify.md
 
 Expectations come from the inventory (`--inventory`, default $HALO_INVENTORY or inventories/lab.py)
-and group_data/, loaded as pyinfra's CLI loads them and validated by deploys/settings.py; pass the
+and group_data/, loaded as pyinfra's CLI loads them and validated by deploys/settings/; pass the
 same `--data key=value` you deployed with. Facts are read by running each pyinfra fact's command
 through testinfra and its process(), and judged by deploys/verify.py: one code path for pyinfra and
 pytest. A testinfra host maps to the inventory host with that name or ssh_hostname; tests marked
