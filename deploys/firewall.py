@@ -19,6 +19,10 @@ boot and again whenever nftables.service flushes the ruleset) holds:
   probe) keep working.
 
 firewalld's and ufw's own rules are added by deploys/rpc_worker.py where they are active.
+
+A host in neither group keeps none of it: remove_firewall() (run by deploys/rpc_worker.py and
+deploys/head.py once they stopped that host's servers) stops and disables the unit, deletes the
+table and removes the unit and rules files.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.server import Which
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
@@ -36,6 +40,8 @@ from deploys.head import USER as LLAMA_SERVER_USER
 from deploys.head import service_user
 from deploys.settings import HEAD_GROUP, RPC_WORKERS_GROUP, IPAddress, Settings, settings
 from facts.distro import Distro
+from facts.firewall import HaloFirewall
+from facts.rpc_worker import RpcServerInstances
 
 FIREWALL_UNIT = "halo-firewall.service"
 ENV_DIR = "/etc/halo-provision"
@@ -121,6 +127,35 @@ def firewall() -> None:
     systemd.service(name="Load the changed RPC firewall rules", service=FIREWALL_UNIT, running=True,
                     reloaded=True, _if=any_changed(rules, unit))
     systemd.service(name="Load the RPC firewall at every boot", service=FIREWALL_UNIT, running=True, enabled=True)
+
+
+@operation()
+def remove_firewall():
+    """On a host in neither group rpc_workers nor head: stop and disable halo-firewall.service, delete
+    the table, remove the unit and rules files. Kept while a halo-rpc@ instance is left (its port
+    would be open to all): deploys/rpc_worker.py stops them first."""
+    left = host.get_fact(RpcServerInstances)
+    if left:
+        host.noop(f"the firewall stays: RPC servers on port(s) {', '.join(map(str, left))} are still set up "
+                  "here; deploys/rpc_worker.py stops them")
+        return
+    found = host.get_fact(HaloFirewall, unit=FIREWALL_UNIT, rules=FIREWALL_RULES, table=NFT_TABLE)
+    if not (found["unit"] or found["rules"] or found["table"]):
+        host.noop("no halo-provision firewall on a host with no role")
+        return
+    if found["unit"]:
+        yield StringCommand("systemctl", "disable", "--now", FIREWALL_UNIT)  # its ExecStop deletes the table
+    if found["table"]:
+        yield StringCommand(f"! {NFT} list table inet {NFT_TABLE} >/dev/null 2>&1 || {NFT} delete table inet {NFT_TABLE}")
+    yield StringCommand("rm", "-f", f"/etc/systemd/system/{FIREWALL_UNIT}", FIREWALL_RULES)
+    if found["unit"]:
+        yield StringCommand("systemctl", "daemon-reload")
+        yield StringCommand("systemctl", "reset-failed", FIREWALL_UNIT, "2>/dev/null", "||", "true")
+
+
+def retire_firewall() -> None:
+    """A host with no role left keeps no firewall of ours (call it after its servers are stopped)."""
+    remove_firewall(name="Remove the halo-provision firewall of a host with no role")
 
 
 if __name__ in ("builtins", "__main__"):

@@ -29,6 +29,9 @@ On each host in group head:
   takes minutes on big models; progress lines with pyinfra -vvv) and fails with the service's
   last journal lines when it does not, or at once when llama-server exits.
 
+On a host that is not (or no longer) in group head, halo-llama-server.service is stopped and
+disabled and its environment file removed; with no role left, its firewall table too.
+
 The --rpc list is every RPC server of the hosts in group rpc_workers, in inventory order, except
 the head's own: llama-server already uses the head's GPU directly, and its own RPC server would
 only show the same GPU a second time (twice the memory counted, every tensor through loopback TCP).
@@ -58,6 +61,7 @@ from deploys.models import download_script, part_url, token_file_problem, url_na
 from deploys.progress import long_work
 from deploys.serving import ARGS_VARIABLE, env_value, server_args, supported_by_build, tuning_env
 from deploys.settings import RPC_WORKERS_GROUP, Settings, SettingsError, settings
+from facts.services import UnitStates
 from facts.distro import Distro
 from facts.llama_server import API_KEY_FILE_ENV, HttpStatus, LlamaServerHelp, LlamaServerStatus
 
@@ -394,10 +398,34 @@ def service_user() -> None:
 
 
 
+@operation()
+def stop_serving():
+    """Stop and disable llama-server on a host that is no head; remove its settings file."""
+    state = host.get_fact(UnitStates, units=[UNIT]).get(UNIT, {"active": "inactive", "enabled": "not-found"})
+    settings_file = host.get_fact(File, path=ENV_FILE)
+    if state["active"] in ("inactive", "failed") and state["enabled"] in ("disabled", "not-found") \
+            and not settings_file:
+        host.noop(f"{UNIT} does not run on a host that is no head")
+        return
+    yield StringCommand("systemctl", "disable", "--now", UNIT, "2>/dev/null", "||", "true")  # no unit: nothing to stop
+    yield StringCommand("systemctl", "reset-failed", UNIT, "2>/dev/null", "||", "true")
+    yield StringCommand("rm", "-f", ENV_FILE)
+
+
+def retire(is_rpc_worker: bool) -> None:
+    """A host not (or no longer) in group head serves nothing; with no role left, it keeps no firewall."""
+    stop_serving(name="Stop llama-server on a host not in head")
+    if not is_rpc_worker:
+        from deploys.firewall import retire_firewall  # deploys/firewall.py imports this module
+
+        retire_firewall()
+
+
 @deploy("Serve the model with llama-server")
 def head() -> None:
     s = settings(host)
     if not s.is_head:
+        retire(s.is_rpc_worker)
         return
     workers = workers_of(host.inventory)
     rpc = rpc_servers(s, workers)

@@ -3,7 +3,8 @@
     pyinfra inventories/lab.py deploys/rpc_worker.py      # after deploys/llama_cpp.py
 
 On a host that is not (or no longer) in group rpc_workers, its halo-rpc@ instances are stopped and
-disabled and their env files removed (its firewall is deploys/firewall.py's).
+disabled and their env files removed, our firewalld service and rich rules or ufw rules go, and
+when it is no head either, its nftables table too (deploys/firewall.py's remove_firewall).
 
 On each host in group rpc_workers:
 
@@ -148,6 +149,24 @@ def firewalld_commands(current: dict, ports: list[int], sources: list[IPAddress]
     return [shlex.join(c) for c in commands]
 
 
+def firewalld_removal(current: dict) -> list[str]:
+    """Commands that take out what firewalld_commands added: our rich rules in every zone, then the
+    service halo-rpc, then a reload. `current`: FirewalldRpcRules.
+
+    >>> firewalld_removal({"ports": None, "rich_rules": {"public": []}})
+    []
+    """
+    permanent = ["firewall-cmd", "--permanent"]
+    commands = [[*permanent, f"--zone={zone}", f"--remove-rich-rule={rule}"]
+                for zone, rules in current["rich_rules"].items() for rule in rules
+                if f'service name="{FIREWALLD_SERVICE}"' in rule]
+    if current["ports"] is not None:
+        commands.append([*permanent, f"--delete-service={FIREWALLD_SERVICE}"])
+    if commands:
+        commands.append(["firewall-cmd", "--reload"])
+    return [shlex.join(c) for c in commands]
+
+
 def ufw_commands(current: list[dict], ports: list[int], sources: list[IPAddress]) -> list[str]:
     """Commands that make ufw allow exactly each head to each RPC port (our rules carry the comment
     'halo-provision'; other rules are left alone). `current`: UfwRpcRules."""
@@ -238,16 +257,36 @@ def ufw_rpc_rules(ports: list[int], sources: list[IPAddress]):
         yield StringCommand(command)
 
 
-def retire() -> None:
-    """A host not (or no longer) in group rpc_workers keeps no RPC server running."""
+@operation()
+def firewalld_rpc_rules_removed():
+    """Take out our firewalld service halo-rpc and the rich rules naming it, in every zone."""
+    commands = firewalld_removal(host.get_fact(FirewalldRpcRules, address=None))
+    if not commands:
+        host.noop("firewalld has no rule of ours")
+    for command in commands:
+        yield StringCommand(command)
+
+
+def retire(is_head: bool) -> None:
+    """A host not (or no longer) in group rpc_workers keeps no RPC server running, and no firewall
+    rule for one; with no role left (not a head either), no firewall of ours at all."""
     remove_stale_instances(name="Stop the RPC servers of a host not in rpc_workers", wanted=[])
+    frontends = host.get_fact(FirewallFrontends)
+    if frontends["firewalld"]:
+        firewalld_rpc_rules_removed(name="Remove the RPC ports from firewalld")
+    if frontends["ufw"]:
+        ufw_rpc_rules(name="Remove the RPC ports from ufw", ports=[], sources=[])
+    if not is_head:
+        from deploys.firewall import retire_firewall
+
+        retire_firewall()
 
 
 @deploy("Run the llama.cpp RPC workers")
 def rpc_worker() -> None:
     s = settings(host)
     if not s.is_rpc_worker:
-        retire()
+        retire(s.is_head)
         return
     servers = s.rpc_servers
     ports = [rpc.port for rpc in servers]

@@ -58,3 +58,37 @@ class RpcReach(FactBase[dict]):
             if match:
                 found["endpoints"][match[1]] = {"user": match[2], "other": match[3]}
         return found
+
+
+class HaloFirewall(FactBase[dict]):
+    """What deploys/firewall.py left on a host: its unit file, its rules file, whether the table
+    inet halo_provision is loaded, and the unit's enablement (`systemctl is-enabled`).
+
+    .. code:: python
+
+        {"unit": True, "rules": True, "table": True, "enabled": "enabled"}
+
+    Default: {"unit": False, "rules": False, "table": False, "enabled": None} (none of it).
+    """
+
+    @staticmethod
+    def default() -> dict:
+        return {"unit": False, "rules": False, "table": False, "enabled": None}
+
+    def command(self, unit: str, rules: str, table: str) -> str:
+        u, r = shlex.quote(f"/etc/systemd/system/{unit}"), shlex.quote(rules)
+        return (
+            f"[ -e {u} ] && echo unit; [ -e {r} ] && echo rules; "
+            f"nft list table inet {shlex.quote(table)} >/dev/null 2>&1 && echo table; "
+            f"echo \"enabled $(systemctl is-enabled {shlex.quote(unit)} 2>/dev/null)\"; true"
+        )
+
+    def process(self, output: list[str]) -> dict:
+        found = self.default()
+        for line in output:
+            word, _, value = line.strip().partition(" ")
+            if word in ("unit", "rules", "table") and not value:
+                found[word] = True
+            elif word == "enabled" and re.fullmatch(r"[a-z-]+", value.strip()):
+                found["enabled"] = value.strip()
+        return found

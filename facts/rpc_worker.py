@@ -92,7 +92,7 @@ class FirewallFrontends(FactBase[dict]):
 class FirewalldRpcRules(FactBase[dict]):
     """firewalld's configuration for the RPC ports: the ports of our service `halo-rpc` (permanent;
     None when the service does not exist), the interface that carries `address` (the worker's
-    rpc_bind_address), that interface's zone now (None: in no zone, so the default zone's rules
+    rpc_bind_address; None: no interface is looked up), that interface's zone now (None: in no zone, so the default zone's rules
     apply to it), the default zone, and the permanent rich rules of every zone.
 
     .. code:: python
@@ -109,12 +109,13 @@ class FirewalldRpcRules(FactBase[dict]):
     def default() -> dict:
         return {"ports": None, "interface": None, "interface_zone": None, "default_zone": None, "rich_rules": {}}
 
-    def command(self, address: str) -> str:
+    def command(self, address: str | None) -> str:
         service = shlex.quote(f"--service={FIREWALLD_SERVICE}")
         return (
             "echo '## ports'; "
             f"firewall-cmd --permanent {service} --get-ports 2>/dev/null || echo '(no service)'; "
-            f"iface=$(ip -o addr show to {shlex.quote(address)} 2>/dev/null | awk '{{print $2; exit}}'); "
+            + (f"iface=$(ip -o addr show to {shlex.quote(address)} 2>/dev/null | awk '{{print $2; exit}}'); "
+               if address else "iface=; ") +
             "echo '## interface'; echo \"$iface\"; "
             "echo '## interface zone'; "
             "[ -z \"$iface\" ] || firewall-cmd --get-zone-of-interface=\"$iface\" 2>/dev/null; "

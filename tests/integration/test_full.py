@@ -8,7 +8,7 @@ import pytest
 
 from tests.integration.conftest import assert_no_changes, inventory_with
 from tests.integration.test_cluster_faults import completes
-from tests.integration.test_rpc_worker import HEAD, PORT, can_connect, process_of, sh
+from tests.integration.test_rpc_worker import HEAD, PORT, can_connect, process_of, sh, without_halo3_as_worker
 from tests.lab import lab
 
 
@@ -63,26 +63,30 @@ def test_after_a_worker_reboots_it_serves_again_and_its_port_is_still_closed_to_
                          "breaks the cluster tests after this one; to be fixed in the firewall step")
 def test_a_host_taken_out_of_rpc_workers_is_cleaned_up_and_no_longer_expected(cluster, tmp_path):
     """halo3 leaves group rpc_workers (it stays in the inventory, in another group): its RPC server is
-    stopped and disabled, its env file gone, the head no longer uses it, verify passes without it; a
-    second run changes nothing; back in rpc_workers it serves again."""
-    lines = (lab.STATE / "inventory.py").read_text().splitlines()
-    (entry,) = [line for line in lines if line.strip().startswith("('halo3', {")]
-    spare = tmp_path / "inventory.py"
-    spare.write_text("\n".join(line for line in lines if line != entry) + f"\nspare = [\n{entry}\n]\n")
+    stopped and disabled, its env file gone, its firewall (table, unit, rules) removed, the head no
+    longer uses it, verify passes without it; a second run changes nothing; back in rpc_workers it
+    serves again."""
+    spare = without_halo3_as_worker(tmp_path)
     try:
-        proc = cluster.run("deploys/full.py", inventory=str(spare))
+        proc = cluster.run("deploys/full.py", inventory=spare)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert lab.ssh("halo3", f"systemctl is-enabled halo-rpc@{PORT}; systemctl is-active halo-rpc@{PORT}",
                        check=False).stdout.split() == ["disabled", "inactive"]
         assert f":{PORT}" not in sh("halo3", "ss -Hltn")
         assert sh("halo3", "ls /etc/halo-provision | grep '^rpc-' || true") == ""
+        # no role left: its firewall table, unit and rules are gone too
+        assert lab.ssh("halo3", "nft list table inet halo_provision", check=False).returncode != 0
+        assert sh("halo3", "systemctl is-enabled halo-firewall.service 2>&1 || true") != "enabled"
+        assert sh("halo3", "ls /etc/systemd/system/halo-firewall.service /etc/halo-provision/firewall.nft "
+                           "2>/dev/null || true") == ""
         assert f"{lab.SUBNET}.13" not in sh(HEAD, "cat /etc/halo-provision/llama-server.env")
         assert completes()
-        verify = cluster.run("deploys/verify.py", inventory=str(spare))
+        verify = cluster.run("deploys/verify.py", inventory=spare)
         assert verify.returncode == 0, verify.stdout + verify.stderr
-        assert_no_changes(cluster.run("deploys/full.py", inventory=str(spare)))
+        assert_no_changes(cluster.run("deploys/full.py", inventory=spare))
     finally:
         back = cluster.run("deploys/full.py")
     assert back.returncode == 0, back.stdout + back.stderr
     assert sh("halo3", f"systemctl is-active halo-rpc@{PORT}") == "active"
+    assert sh("halo3", "systemctl is-active halo-firewall.service") == "active"
     assert can_connect(HEAD, "halo3") and not can_connect("halo2", "halo3")

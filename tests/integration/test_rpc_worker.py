@@ -251,8 +251,18 @@ def changed_on(proc, operation: str) -> int:
     return sum(r["success"] for op, r in results(proc).items() if op.endswith(f"| {operation}"))
 
 
-def test_ufw_on_a_worker_gets_a_rule_for_the_head(cluster):
-    """ufw's own default deny drops the head too; the step adds an allow rule for it, once."""
+def without_halo3_as_worker(tmp_path: Path) -> str:
+    """The lab inventory with halo3 moved from rpc_workers to a group of its own."""
+    lines = (lab.STATE / "inventory.py").read_text().splitlines()
+    (entry,) = [line for line in lines if line.strip().startswith("('halo3', {")]
+    spare = tmp_path / "inventory.py"
+    spare.write_text("\n".join(line for line in lines if line != entry) + f"\nspare = [\n{entry}\n]\n")
+    return str(spare)
+
+
+def test_ufw_on_a_worker_gets_a_rule_for_the_head(cluster, tmp_path):
+    """ufw's own default deny drops the head too; the step adds an allow rule for it, once, and takes
+    it out when the host leaves rpc_workers."""
     apt_install("halo3", "ufw")
     try:
         lab.ssh("halo3", "ufw allow 22/tcp && ufw --force enable")
@@ -262,7 +272,12 @@ def test_ufw_on_a_worker_gets_a_rule_for_the_head(cluster):
         assert rule in sh("halo3", "ufw show added").splitlines()
         assert can_connect(HEAD, "halo3") and not can_connect("halo2", "halo3")
         assert_no_changes(cluster.run("deploys/rpc_worker.py"))
+        # halo3 leaves rpc_workers: the rule goes with its RPC server
+        out = cluster.run("deploys/rpc_worker.py", inventory=without_halo3_as_worker(tmp_path))
+        assert changed_on(out, "Remove the RPC ports from ufw") == 1
+        assert "halo-provision" not in sh("halo3", "ufw show added")
     finally:
+        cluster.run("deploys/rpc_worker.py")
         lab.ssh("halo3", "ufw --force reset >/dev/null; ufw --force disable; "
                          "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ufw >/dev/null", check=False)
 

@@ -432,3 +432,64 @@ def test_a_former_worker_s_servers_are_all_stopped_and_a_never_worker_changes_no
         "systemctl disable --now halo-rpc@50052.service", "systemctl disable --now halo-rpc@50053.service"]
     commands, noops = run_operation(remove_stale_instances, {RpcServerInstances: []}, wanted=[])
     assert commands == [] and noops
+
+
+# -- a host with no role left: no firewall rule, table or unit of ours ---------------------------
+
+
+def test_firewalld_rules_and_service_go_from_every_zone_on_a_former_worker():
+    from deploys.rpc_worker import firewalld_rpc_rules_removed
+
+    other = 'rule family="ipv4" source address="10.0.0.9" service name="ssh" accept'
+    current = firewalld(ports=["50052/tcp"], public=[RULE, other], work=[RULE])
+    commands, _ = run_operation(firewalld_rpc_rules_removed, {FirewalldRpcRules: current})
+    assert commands == [
+        f"firewall-cmd --permanent --zone=public '--remove-rich-rule={RULE}'",
+        f"firewall-cmd --permanent --zone=work '--remove-rich-rule={RULE}'",
+        "firewall-cmd --permanent --delete-service=halo-rpc",
+        "firewall-cmd --reload",
+    ]
+    commands, noops = run_operation(firewalld_rpc_rules_removed, {FirewalldRpcRules: firewalld(public=[other])})
+    assert commands == [] and noops == ["firewalld has no rule of ours"]
+
+
+def test_ufw_rules_of_ours_go_on_a_former_worker():
+    current = [{"source": "10.151.0.11", "port": 50052}, {"source": "10.151.0.14", "port": 50053}]
+    assert ufw_commands(current, [], []) == ["ufw delete allow proto tcp from 10.151.0.11 to any port 50052",
+                                             "ufw delete allow proto tcp from 10.151.0.14 to any port 50053"]
+
+
+def test_the_firewall_of_a_host_with_no_role_is_removed_once_its_rpc_servers_are_gone():
+    from deploys.firewall import remove_firewall
+    from facts.firewall import HaloFirewall
+
+    there = {"unit": True, "rules": True, "table": True, "enabled": "enabled"}
+    commands, _ = run_operation(remove_firewall, {RpcServerInstances: [], HaloFirewall: there})
+    assert commands == [
+        "systemctl disable --now halo-firewall.service",
+        "! /usr/sbin/nft list table inet halo_provision >/dev/null 2>&1 || /usr/sbin/nft delete table inet halo_provision",
+        "rm -f /etc/systemd/system/halo-firewall.service /etc/halo-provision/firewall.nft",
+        "systemctl daemon-reload",
+        "systemctl reset-failed halo-firewall.service 2>/dev/null || true",
+    ]
+    commands, noops = run_operation(remove_firewall, {RpcServerInstances: [50052], HaloFirewall: there})
+    assert commands == [] and "RPC servers on port(s) 50052 are still set up" in noops[0]
+    gone = {"unit": False, "rules": False, "table": False, "enabled": None}
+    commands, noops = run_operation(remove_firewall, {RpcServerInstances: [], HaloFirewall: gone})
+    assert commands == [] and noops == ["no halo-provision firewall on a host with no role"]
+
+
+def test_llama_server_stops_on_a_host_that_left_head_and_a_never_head_changes_nothing():
+    from pyinfra.facts.files import File
+
+    from deploys.head import stop_serving
+    from facts.services import UnitStates
+
+    unit = "halo-llama-server.service"
+    serving = {UnitStates: {unit: {"active": "active", "enabled": "enabled"}}, File: {"mode": 600}}
+    commands, _ = run_operation(stop_serving, serving)
+    assert commands == [f"systemctl disable --now {unit} 2>/dev/null || true",
+                        f"systemctl reset-failed {unit} 2>/dev/null || true",
+                        "rm -f /etc/halo-provision/llama-server.env"]
+    commands, noops = run_operation(stop_serving, {UnitStates: {}, File: None})
+    assert commands == [] and noops
