@@ -32,9 +32,10 @@ from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory
 from pyinfra_cli.util import parse_cli_arg
 
-from deploys.head import UNIT, model_file, rpc_servers
+from deploys.head import UNIT, model_file
 from deploys.llama_cpp import cmake_flags, flags_hash
 from deploys.settings import HEAD_GROUP, RPC_WORKERS_GROUP, validate_inventory
+from deploys.topology import rpc_list
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.inventory}: group {HEAD_GROUP} is empty: nothing to benchmark")
     head = heads[0]
     s = valid[head.name]
-    rpc = rpc_servers(s, [valid[h.name] for h in inventory.get_group(RPC_WORKERS_GROUP, [])])
+    rpc = rpc_list(s, [valid[h.name] for h in inventory.get_group(RPC_WORKERS_GROUP, [])])
     counts = [int(c) for c in args.nodes.split(",")] if args.nodes else list(range(len(rpc) + 1))
     if any(c < 0 or c > len(rpc) for c in counts):
         raise SystemExit(f"--nodes {args.nodes}: {head.name} has {len(rpc)} RPC servers ({', '.join(rpc) or 'none'})")

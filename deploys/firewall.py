@@ -38,7 +38,8 @@ from pyinfra.operations.util import any_changed
 from deploys.common import install_packages
 from deploys.head import USER as LLAMA_SERVER_USER
 from deploys.head import service_user
-from deploys.settings import HEAD_GROUP, RPC_WORKERS_GROUP, IPAddress, Settings, settings
+from deploys.settings import IPAddress, Settings, settings
+from deploys.topology import heads_of, heads_using, workers_of
 from facts.distro import Distro
 from facts.firewall import HaloFirewall
 from facts.rpc_worker import RpcServerInstances
@@ -72,9 +73,8 @@ def input_rules(worker: Settings, heads: list[Settings]) -> list[dict]:
         where = f"{family} daddr {_unscoped(address)}"
     rules = []
     for server in worker.rpc_servers:
-        sources = sorted({_unscoped(h.head_source_address) for h in heads
-                          if server in worker.rpc_servers_for(h.host_name) and h.head_source_address is not None
-                          and h.head_source_address.version == address.version})
+        sources = sorted({_unscoped(h.head_source_address) for h in heads_using(worker, server, heads)
+                          if h.head_source_address is not None and h.head_source_address.version == address.version})
         rules.append({"match": f"{where} tcp dport {server.port}", "family": family, "sources": sources})
     return rules
 
@@ -95,10 +95,8 @@ def output_endpoints(head: Settings, workers: list[Settings]) -> dict[str, list[
 
 def firewall_data(s: Settings, inventory) -> dict:
     """Values of firewall.nft for host `s`: its input rules (worker) and output endpoints (head)."""
-    heads = [settings(h) for h in inventory.get_group(HEAD_GROUP, [])]
-    workers = [settings(w) for w in inventory.get_group(RPC_WORKERS_GROUP, [])]
-    return {"nft": NFT, "table": NFT_TABLE, "input": input_rules(s, heads),
-            "output": output_endpoints(s, workers), "service_user": LLAMA_SERVER_USER}
+    return {"nft": NFT, "table": NFT_TABLE, "input": input_rules(s, heads_of(inventory)),
+            "output": output_endpoints(s, workers_of(inventory)), "service_user": LLAMA_SERVER_USER}
 
 
 def render(name: str, **data) -> str:

@@ -60,7 +60,8 @@ from deploys.groups import GPU_GROUPS
 from deploys.models import download_script, part_url, token_file_problem, url_name
 from deploys.progress import long_work
 from deploys.serving import ARGS_VARIABLE, env_value, server_args, supported_by_build, tuning_env
-from deploys.settings import RPC_WORKERS_GROUP, Settings, SettingsError, settings
+from deploys import topology
+from deploys.settings import Settings, SettingsError, settings
 from facts.services import UnitStates
 from facts.distro import Distro
 from facts.llama_server import API_KEY_FILE_ENV, HttpStatus, LlamaServerHelp, LlamaServerStatus
@@ -78,22 +79,7 @@ JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 PROGRESS_EVERY_S = 15
 
 
-# -- what the head serves and where it reaches the workers ----------------------------------------
-
-def rpc_servers(head: Settings, workers: list[Settings]) -> list[str]:
-    """The --rpc list: the RPC endpoints of every worker, in inventory order, except the head's own.
-
-    `workers` in the inventory's host order (workers_of); each worker's rpc_instances in their order.
-
-    rpc_servers(settings(halo1), workers_of(inventory))  # ['10.151.0.12:50052', '10.151.0.13:50052']
-    """
-    return [endpoint for w in workers for endpoint in w.rpc_endpoints_for(head.host_name)]
-
-
-def workers_of(inventory) -> list[Settings]:
-    """Settings of the hosts in group rpc_workers, in inventory order."""
-    return [settings(worker) for worker in inventory.get_group(RPC_WORKERS_GROUP, [])]
-
+# -- what the head serves ---------------------------------------------------------------------------
 
 def model_file(s: Settings) -> str:
     """The GGUF file llama-server loads: model_path, or the download's place in model_dir.
@@ -427,8 +413,8 @@ def head() -> None:
     if not s.is_head:
         retire(s.is_rpc_worker)
         return
-    workers = workers_of(host.inventory)
-    rpc = rpc_servers(s, workers)
+    workers = topology.workers_of(host.inventory)
+    rpc = topology.rpc_list(s, workers)
     problems = head_problems(s, rpc)
     if s.model_path is not None and not host.get_fact(File, path=s.model_path):  # before any change, like bad data
         problems.append(s._problem(

@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyinfra import host
@@ -35,6 +33,7 @@ from pyinfra.api import (
 from deploys.common import install_packages, once_per_run
 from deploys.rocm import refuse_unsupported_rocm, rocm_prefix
 from deploys.settings import Settings, settings
+from deploys.topology import Plan, build_plans
 from facts.distro import Distro
 from facts.llama_cpp import LlamaCppInstall
 
@@ -167,25 +166,9 @@ def unpack(prefix: str, artifact: Path, builder: str):
     yield script_command("llama-unpack.sh", {"HALO_PREFIX": prefix, "HALO_ARCHIVE": remote, "HALO_BUILDER": builder})
 
 
-@dataclass
-class Plan:
-    """Who builds and who copies, for one group of hosts with the same distro, backend and flags."""
-
-    key: str
-    builder: str
-    wanted_commit: str | None  # None: the build host does not know the ref yet (first run)
-    up_to_date: set[str] = field(default_factory=set)
-    members: list[str] = field(default_factory=list)
-
-    token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])  # this run's copy, never an older one
-
-    @property
-    def artifact(self) -> Path:
-        return ARTIFACTS / f"{self.key}-{self.token}.tar"
-
-    def waiting(self) -> list[str]:
-        """Hosts of the group that take a copy of the builder's build."""
-        return [n for n in self.members if n != self.builder and n not in self.up_to_date]
+def artifact(plan: Plan) -> Path:
+    """Where this run's copy of the plan's build is kept on the pyinfra machine."""
+    return ARTIFACTS / f"{plan.key}-{plan.token}.tar"
 
 
 def host_key(distro: dict, flags: list[str]) -> str:
@@ -215,22 +198,8 @@ def plan_builds(state) -> dict[str, tuple[Plan, str]]:
         seen[other.name] = {"key": host_key(distro, flags), "distro": distro, "flags": flags,
                             "wanted": s.llama_cpp_ref if is_commit(s.llama_cpp_ref) else info["ref_commit"],
                             "current": info["current"], "once": s.llama_cpp_build_once}
-    plans: dict[str, tuple[Plan, str]] = {}
-    groups: dict[str, Plan] = {}
-    for name, h in seen.items():
-        if h["once"] and h["key"] in groups:  # a copy: up to date when it has the builder's commit
-            plan = groups[h["key"]]
-            plan.members.append(name)
-        else:  # a builder: up to date when its clone's commit for the ref is the one it serves
-            plan = Plan(h["key"], name, h["wanted"], members=[name])
-            if h["once"]:
-                groups[h["key"]] = plan
-        current = h["current"]
-        if plan.wanted_commit and current and current["commit"] == plan.wanted_commit \
-                and current["flags"] == h["flags"]:
-            plan.up_to_date.add(name)
-        plans[name] = (plan, h["distro"])
-    return plans
+    plans = build_plans(seen)
+    return {name: (plans[name], h["distro"]) for name, h in seen.items()}
 
 
 @deploy("Build llama.cpp")
@@ -249,10 +218,10 @@ def llama_cpp() -> None:
     install_packages(distro, "Install what llama.cpp needs to build and run", packages, update=builds_here)
     build(name=f"Build llama.cpp {s.llama_cpp_ref} ({s.llama_cpp_backend})", s=s, flags=flags,
           jobs=s.llama_cpp_build_jobs, _if=lambda: builds_here)
-    pack(name="Fetch the build for the other hosts", prefix=s.llama_cpp_prefix, artifact=plan.artifact,
+    pack(name="Fetch the build for the other hosts", prefix=s.llama_cpp_prefix, artifact=artifact(plan),
          _if=lambda: plan.builder == host.name and bool(plan.waiting()))
     unpack(name=f"Install the llama.cpp build of {plan.builder}", prefix=s.llama_cpp_prefix,
-           artifact=plan.artifact, builder=plan.builder, _if=lambda: copies_here)
+           artifact=artifact(plan), builder=plan.builder, _if=lambda: copies_here)
 
 
 if __name__ in ("builtins", "__main__"):

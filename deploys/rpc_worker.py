@@ -44,7 +44,8 @@ from pyinfra.operations.util import any_changed
 
 from deploys.common import HostCheckFailed, env_file_line, warn
 from deploys.groups import GPU_GROUPS
-from deploys.settings import HEAD_GROUP, IPAddress, RpcInstance, settings
+from deploys.settings import IPAddress, RpcInstance, settings
+from deploys.topology import firewall_sources
 from facts.llama_cpp import STAMP, LlamaCppInstall
 from facts.rpc_worker import (
     ENV_DIR,
@@ -95,12 +96,6 @@ def env_data(address: IPAddress, server: RpcInstance, stamp: dict, rpc_env: dict
             "device": server.device, "threads": server.threads,
             "cache_max_bytes": None if cache_max_mib is None else cache_max_mib * 1024 * 1024,
             "env": [env_file_line(name, value) for name, value in env.items()]}
-
-
-def head_addresses(inventory) -> list[IPAddress]:
-    """The addresses the RPC ports accept: every head's head_source_address (see deploys/settings/model.py)."""
-    found = {settings(head).head_source_address for head in inventory.get_group(HEAD_GROUP, [])}
-    return sorted((a for a in found if a is not None), key=lambda a: (a.version, a))
 
 
 def rich_rule(source: IPAddress) -> str:
@@ -290,7 +285,7 @@ def rpc_worker() -> None:
         return
     servers = s.rpc_servers
     ports = [rpc.port for rpc in servers]
-    sources = head_addresses(host.inventory)
+    sources = firewall_sources(host.inventory)
     prefix, ref = s.llama_cpp_prefix, s.llama_cpp_ref
     if s.rpc_bind_address.version == 6:
         warn(f"rpc_bind_address {s.rpc_bind_address} is IPv6, but llama.cpp's RPC server has listened on "

@@ -1,5 +1,7 @@
-"""The cluster's topology: who is head and who is RPC worker, what each head connects to, and the rules
-across hosts that keep that sound (checked once per run, with the settings, before any change).
+"""The cluster's topology, in one place: who is head and who is RPC worker, which RPC servers each
+head connects to (its --rpc list), whom each worker's firewall lets in, who builds llama.cpp and who
+gets a copy, and the rules across hosts that keep all that sound (checked once per run with the
+settings, before any change).
 
     >>> from pyinfra.api import Inventory
     >>> from deploys.settings import validate_inventory
@@ -7,22 +9,121 @@ across hosts that keep that sound (checked once per run, with the settings, befo
     ...                         ("halo2", {"rpc_bind_address": "10.151.0.12"})], {}),
     ...                       head=(["halo1"], {}), rpc_workers=(["halo1", "halo2"], {}))
     >>> valid = validate_inventory(inventory)
-    >>> valid["halo2"].rpc_endpoints_for("halo1")
+    >>> rpc_list(valid["halo1"], [valid["halo1"], valid["halo2"]])
     ['10.151.0.12:50052']
 """
 
 from __future__ import annotations
 
 import ipaddress
+import uuid
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from deploys.settings import HEAD_GROUP, RPC_WORKERS_GROUP, IPAddress, Settings, masked
+from deploys.settings import HEAD_GROUP, RPC_WORKERS_GROUP, IPAddress, RpcInstance, Settings, masked, settings
 from deploys.settings.fields import endpoint, unscoped
 from deploys.settings.provenance import DEFAULT_FIX
 
 if TYPE_CHECKING:
     from pyinfra.api import Inventory
 
+
+# -- heads and workers -----------------------------------------------------------------------------
+
+def heads_of(inventory: Inventory) -> list[Settings]:
+    """Settings of the hosts in group head, in the group's order."""
+    return [settings(h) for h in inventory.get_group(HEAD_GROUP, [])]
+
+
+def workers_of(inventory: Inventory) -> list[Settings]:
+    """Settings of the hosts in group rpc_workers, in the group's order (the --rpc list's order)."""
+    return [settings(w) for w in inventory.get_group(RPC_WORKERS_GROUP, [])]
+
+
+# -- what each head connects to --------------------------------------------------------------------
+
+def servers_for(worker: Settings, head: str) -> list[RpcInstance]:
+    """The RPC servers of `worker` that head `head` uses: those for every head or for `head`; none on
+    the head itself (llama-server uses its own GPU directly)."""
+    if head == worker.host_name:
+        return []
+    return [server for server in worker.rpc_servers if server.head in (None, head)]
+
+
+def endpoints_for(worker: Settings, head: str) -> list[str]:
+    """'address:port' of the RPC servers of `worker` that head `head` uses."""
+    address = worker.rpc_connect_address
+    if address is None:
+        return []
+    return [endpoint(address, server.port) for server in servers_for(worker, head)]
+
+
+def rpc_list(head: Settings, workers: list[Settings]) -> list[str]:
+    """The --rpc list of `head`: the RPC endpoints it uses of every worker, in the order of `workers`
+    (workers_of: the inventory's), each worker's rpc_instances in their order; never the head's own."""
+    return [found for w in workers for found in endpoints_for(w, head.host_name)]
+
+
+# -- whom the workers' firewalls let in ------------------------------------------------------------
+
+def heads_using(worker: Settings, server: RpcInstance, heads: list[Settings]) -> list[Settings]:
+    """The heads (of `heads`) that connect to RPC server `server` of `worker`: its firewall admits them."""
+    return [h for h in heads if server in servers_for(worker, h.host_name)]
+
+
+def firewall_sources(inventory: Inventory) -> list[IPAddress]:
+    """Every head's head_source_address (the address its connections come from), IPv4 first."""
+    found = {h.head_source_address for h in heads_of(inventory)}
+    return sorted((a for a in found if a is not None), key=lambda a: (a.version, a))
+
+
+# -- who builds llama.cpp and who gets a copy ------------------------------------------------------
+
+@dataclass
+class Plan:
+    """Who builds and who copies, for one group of hosts with the same distro, backend and flags."""
+
+    key: str
+    builder: str
+    wanted_commit: str | None  # None: the build host does not know the ref yet (first run)
+    up_to_date: set[str] = field(default_factory=set)
+    members: list[str] = field(default_factory=list)
+
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])  # this run's copy, never an older one
+
+    def waiting(self) -> list[str]:
+        """Hosts of the group that take a copy of the builder's build."""
+        return [n for n in self.members if n != self.builder and n not in self.up_to_date]
+
+
+def build_plans(hosts: dict[str, dict]) -> dict[str, Plan]:
+    """{host: its group's plan} from {host: {"key", "flags", "wanted", "current", "once"}} in inventory
+    order: with llama_cpp_build_once, the first host of each key builds and the others copy its build.
+
+    >>> plans = build_plans({"a": {"key": "k", "flags": [], "wanted": "c1", "current": None, "once": True},
+    ...                      "b": {"key": "k", "flags": [], "wanted": "c1", "current": None, "once": True}})
+    >>> plans["b"].builder, plans["a"].waiting()
+    ('a', ['b'])
+    """
+    plans: dict[str, Plan] = {}
+    groups: dict[str, Plan] = {}
+    for name, h in hosts.items():
+        if h["once"] and h["key"] in groups:  # a copy: up to date when it has the builder's commit
+            plan = groups[h["key"]]
+            plan.members.append(name)
+        else:  # a builder: up to date when its clone's commit for the ref is the one it serves
+            plan = Plan(h["key"], name, h["wanted"], members=[name])
+            if h["once"]:
+                groups[h["key"]] = plan
+        current = h["current"]
+        if plan.wanted_commit and current and current["commit"] == plan.wanted_commit \
+                and current["flags"] == h["flags"]:
+            plan.up_to_date.add(name)
+        plans[name] = plan
+    return plans
+
+
+# -- rules across hosts ----------------------------------------------------------------------------
 
 def _addresses_of(s: Settings) -> set[IPAddress]:
     """The host's own specific addresses the data names: rpc_bind_address, head_bind_address, ssh_hostname."""

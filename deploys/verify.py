@@ -29,6 +29,7 @@ from pathlib import Path
 from pyinfra import host, logger
 from pyinfra.api import deploy, operation
 
+from deploys import topology
 from deploys.checks import Row, firmware_rows, kernel_row
 from deploys.common import failure
 from deploys.llama_cpp import cmake_flags
@@ -116,10 +117,10 @@ def read_facts(s: Settings, get_fact: Callable | None = None, workers: list[Sett
         head_facts = {"unit": head.UNIT, "state": get(UnitStates, units=[head.UNIT]).get(head.UNIT),
                       "url": head.health_url(s), "health": get(HttpStatus, url=head.health_url(s))}
         if workers is None:
-            workers = head.workers_of(host.inventory)
-        if head_rpc_servers(s, workers):
+            workers = topology.workers_of(host.inventory)
+        if topology.rpc_list(s, workers):
             serving = (head_facts["state"] or {}).get("active") == "active"  # it holds the servers: do not queue
-            head_facts["reach"] = get(RpcReach, endpoints=head_rpc_servers(s, workers), user=head.USER,
+            head_facts["reach"] = get(RpcReach, endpoints=topology.rpc_list(s, workers), user=head.USER,
                                       probe_user=not serving)
     return HostFacts(
         distro=get(Distro)["family"],
@@ -167,11 +168,6 @@ def judge(facts: HostFacts, s: Settings) -> Report:
         if facts.head.get("reach") is not None:
             report.rows.append(rpc_reach_row(facts.head["reach"], facts.head["state"]))
     return report
-
-
-def head_rpc_servers(s: Settings, workers: list[Settings]) -> list[str]:
-    """The RPC servers (address:port) head `s` uses: its --rpc list."""
-    return [endpoint for w in workers for endpoint in w.rpc_endpoints_for(s.host_name)]
 
 
 def rpc_reach_row(reach: dict, state: dict | None) -> Row:

@@ -792,20 +792,6 @@ class Settings(BaseModel):
             return []
         return [endpoint(address, server.port) for server in self.rpc_servers]
 
-    def rpc_servers_for(self, head: str) -> list[RpcInstance]:
-        """The RPC servers of this worker that head `head` uses: those for every head or for `head`; none
-        on the head itself (llama-server uses its own GPU directly)."""
-        if head == self.host_name:
-            return []
-        return [server for server in self.rpc_servers if server.head in (None, head)]
-
-    def rpc_endpoints_for(self, head: str) -> list[str]:
-        """'address:port' of the RPC servers of this worker that head `head` uses (its --rpc list)."""
-        address = self.rpc_connect_address
-        if address is None:
-            return []
-        return [endpoint(address, server.port) for server in self.rpc_servers_for(head)]
-
     @property
     def head_source_address(self) -> IPAddress | None:
         """The address this head's connections to the RPC servers come from; their firewalls allow it.

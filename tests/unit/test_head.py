@@ -27,14 +27,14 @@ from deploys.head import (
     ready,
     render_unit,
     render_wait_rpc,
-    rpc_servers,
     server_env,
     server_env_file,
     serving,
     verified_download,
-    workers_of,
 )
 from deploys.settings import HEAD_MANAGED_ENV, Settings, SettingsError, validate_inventory
+from deploys.topology import rpc_list as rpc_servers
+from deploys.topology import workers_of
 from facts.llama_server import HttpStatus, LlamaServerHelp, LlamaServerStatus, help_flags, load_mode_flag
 
 HOST_BUILD = Path("/var/cache/halo-src/build-cpu/bin/llama-server")  # the CPU build on the dev machine

@@ -15,7 +15,6 @@ from deploys.rpc_worker import (
     env_data,
     firewalld_commands,
     firewalld_rpc_rules,
-    head_addresses,
     remove_stale_instances,
     render,
     ufw_commands,
@@ -23,6 +22,7 @@ from deploys.rpc_worker import (
     unit_data,
 )
 from deploys.settings import RpcInstance, SettingsError, validate_inventory
+from deploys.topology import firewall_sources as head_addresses
 from facts.rpc_worker import (
     FirewalldRpcRules,
     FirewallFrontends,

@@ -17,6 +17,7 @@ from deploys.settings import (
     settings,
     validate_inventory,
 )
+from deploys.topology import endpoints_for
 
 REPO = Path(__file__).resolve().parents[2]
 GIB = 1024**3
@@ -406,15 +407,15 @@ def test_a_scoped_link_local_address_is_accepted_and_compared_without_its_scope(
 
 def test_any_address_puts_the_ssh_address_into_the_heads_rpc_list_never_0_0_0_0():
     valid = validate_inventory(lab_inventory({"rpc_bind_address": "0.0.0.0", "rpc_allow_any_address": True}))
-    assert valid["halo2"].rpc_endpoints_for("halo1") == ["10.151.0.12:50052"]
+    assert endpoints_for(valid["halo2"], "halo1") == ["10.151.0.12:50052"]
 
 
 def test_two_heads_with_a_server_each_on_every_worker_are_valid():
     per_head = {"rpc_instances": [{"port": 50052, "head": "halo1"}, {"port": 50053, "head": "halo3"}]}
     inventory = lab_inventory(per_head, head=(["halo1", "halo3"], {}), rpc_workers=(["halo2"], {}))
     valid = validate_inventory(inventory)
-    assert valid["halo2"].rpc_endpoints_for("halo1") == ["10.151.0.12:50052"]
-    assert valid["halo2"].rpc_endpoints_for("halo3") == ["10.151.0.12:50053"]
+    assert endpoints_for(valid["halo2"], "halo1") == ["10.151.0.12:50052"]
+    assert endpoints_for(valid["halo2"], "halo3") == ["10.151.0.12:50053"]
 
 
 def test_a_model_under_home_is_allowed_the_head_unit_reads_it_read_only():

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from deploys.topology import servers_for
 from deploys.verify import rpc_listen_problems, rpc_unit_problems
 from tests.verify.halo import check, step_module
 
@@ -68,7 +69,7 @@ def test_rpc_ports_are_open_to_the_heads_llama_server(halo, all_hosts):
             # it holds each RPC server (one client at a time): a probe would wait in the server's accept
             # queue; that llama-server serves is checked by the head's tests (/health 200)
             continue
-        ports = [server.port for server in halo.settings.rpc_servers_for(name)]
+        ports = [server.port for server in servers_for(halo.settings, name)]
         closed = [port for port in ports if not connects(head, str(address), port, user=head_step.USER)]
         check(not closed, f"{halo.name}: head {name}'s llama-server cannot connect to {address} port(s) {closed}: "
                           "is the server running (and not busy with another client), and does the firewall accept "
