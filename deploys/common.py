@@ -16,17 +16,10 @@ Both print `<host>: <message>` in red and fail that host only; the other hosts g
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
-import gevent.lock
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, operation
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import apt, dnf
-
-
-T = TypeVar("T")
 
 
 class HostCheckFailed(PyinfraError):
@@ -72,29 +65,6 @@ def install_packages(distro: dict, name: str, packages: list[str], update: bool 
 def warn(message: str) -> None:
     """Print a warning for the current host while the run is prepared (no operation, no change)."""
     logger.warning(f"{host.name}: {message}")
-
-
-def run_lock(key: str) -> gevent.lock.RLock:
-    """A lock shared by all hosts of this pyinfra run: they are prepared in parallel greenlets, so work
-    meant to happen once per run (reading other hosts' facts) must hold it.
-
-        with run_lock("llama_cpp_plan"):
-            ...
-    """
-    locks = host.state.__dict__.setdefault("_halo_run_locks", {})  # no I/O here: no greenlet switch
-    return locks.setdefault(key, gevent.lock.RLock())
-
-
-def once_per_run(key: str, compute: Callable[[], T]) -> T:
-    """compute() once per pyinfra run; hosts prepared meanwhile wait for its result.
-
-        plans = once_per_run("llama_cpp_plans", lambda: plan_builds(host.state))
-    """
-    with run_lock(key):
-        results = host.state.__dict__.setdefault("_halo_run_results", {})
-        if key not in results:
-            results[key] = compute()
-        return results[key]
 
 
 def env_file_line(name: str, value: str) -> str:

@@ -272,7 +272,7 @@ def cluster_devices(head_name: str, head_cards: list[dict], workers: list[tuple[
 def gather(s: Settings, workers: list[Settings]) -> tuple[list[Device], list[Device], list[str]]:
     """cluster_devices() for this head, reading every worker's GpuMemory once per run (sysfs: a run
     does not change it)."""
-    from deploys.common import once_per_run
+    from deploys.runcache import once_per_run
     from facts.amdgpu import GpuMemory
 
     others = [w for w in workers if w.host_name != s.host_name and w.rpc_endpoints]

@@ -30,8 +30,9 @@ from pyinfra.api import (
     operation,
 )
 
-from deploys.common import install_packages, once_per_run
+from deploys.common import install_packages
 from deploys.rocm import refuse_unsupported_rocm, rocm_prefix
+from deploys.runcache import once_per_run
 from deploys.settings import Settings, settings
 from deploys.topology import Plan, build_plans
 from facts.distro import Distro

@@ -33,6 +33,7 @@ from deploys import topology
 from deploys.checks import Row, firmware_rows, kernel_row
 from deploys.common import failure
 from deploys.llama_cpp import cmake_flags
+from deploys.runcache import run_store
 from deploys.settings import GIB, HEAD_GROUP, TTM_PAGES_PER_GIB, Settings, settings
 from facts.amdgpu import GpuMemory, KfdGpuNodes, TtmLimits
 from facts.distro import Distro
@@ -445,8 +446,8 @@ def write_summary(path: str, entries: list[dict]) -> None:
 
 
 def _run_reports() -> dict[str, tuple[Report, dict | None]]:
-    """{host: (its report, its LlamaCppInstall)} of this run (a dict on pyinfra's State)."""
-    return host.state.__dict__.setdefault("_halo_verify_reports", {})
+    """{host: (its report, its LlamaCppInstall)} of this run."""
+    return run_store("verify_reports")
 
 
 @operation(is_idempotent=True)

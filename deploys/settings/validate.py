@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from pyinfra import logger
 
+from deploys.runcache import run_store
 from deploys.settings.fields import PREFIXES
 from deploys.settings.messages import SettingsError, command_line_list_hint, masked, message, shown_value
 from deploys.settings.model import HEAD_GROUP, LIST_VARIABLES, VALID, VARIABLES, Settings
@@ -155,9 +156,6 @@ def validate_inventory(inventory: Inventory) -> dict[str, Settings]:
     return valid
 
 
-_STATE_ATTR = "_halo_provision_settings"
-
-
 def settings(host: Host) -> Settings:
     """The validated settings of `host`.
 
@@ -169,13 +167,14 @@ def settings(host: Host) -> Settings:
     if state is None:  # host not attached to a State (plain API use): no cache
         return validate_inventory(host.inventory)[host.name]
 
-    cached = getattr(state, _STATE_ATTR, None)
+    store = run_store("settings", state)  # validation reads no facts: the first host asking computes it
+    cached = store.get("valid")
     if cached is None or (isinstance(cached, dict) and host.name not in cached):
         try:
             cached = validate_inventory(state.inventory)
         except SettingsError as e:
             cached = e
-        setattr(state, _STATE_ATTR, cached)
+        store["valid"] = cached
     if isinstance(cached, SettingsError):
         raise SettingsError(cached.problems)
     return cached[host.name]
