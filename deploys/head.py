@@ -59,7 +59,7 @@ from deploys.fit import fits, gather, serving_rpc
 from deploys.groups import GPU_GROUPS
 from deploys.models import download_script, part_url, token_file_problem, url_name
 from deploys.progress import long_work
-from deploys.serving import ARGS_VARIABLE, env_value, server_args, supported_by_build, tuning_env
+from deploys.serving import ARGS_VARIABLE, server_args, supported_by_build, tuning_env
 from deploys import topology
 from deploys.settings import Settings, SettingsError, settings
 from facts.services import UnitStates
@@ -168,8 +168,8 @@ def server_env(s: Settings, rpc: list[str], model: str, load_mode: str | None) -
 
 
 def env_file_text(env: dict[str, str], load_mode: str | None, head_env: dict[str, str] | None = None) -> str:
-    """The environment file systemd reads for the unit: the LLAMA_ARG_* values (env_value quotes
-    those that need it), then head_env, quoted (any text but newlines and NULs)."""
+    """The environment file systemd reads for the unit: the LLAMA_ARG_* values, then head_env, each
+    line quoted by env_file_line (any text but newlines and NULs arrives unchanged)."""
     note = {
         "--load-mode": "DirectIO loading as `--load-mode dio` (this build's spelling)",
         "-dio": "DirectIO loading as `-dio` (this build predates --load-mode)",
@@ -179,7 +179,7 @@ def env_file_text(env: dict[str, str], load_mode: str | None, head_env: dict[str
         "# Written by halo-provision (deploys/head.py); do not edit: the next run replaces it.",
         f"# llama-server's settings for {UNIT}, one LLAMA_ARG_* variable per flag; {note}.",
     ]
-    lines += [f"{key}={env_value(value)}" for key, value in env.items()]
+    lines += [env_file_line(key, value) for key, value in env.items()]
     if head_env:
         lines.append("# head_env, quoted for systemd:")
         lines += [env_file_line(name, value) for name, value in head_env.items()]

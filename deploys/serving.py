@@ -147,16 +147,6 @@ def server_args(s: Settings) -> list[str]:
     return (["--no-warmup"] if not s.head_warmup else []) + list(s.head_extra_args)
 
 
-def env_value(value: str) -> str:
-    """A value as systemd's EnvironmentFile= reads it back unchanged: single-quoted when it has a
-    backslash (a tensor-override regex; unquoted, systemd would drop the backslash).
-
-    >>> env_value("blk\\\\.1\\\\.=CPU"), env_value("8080")
-    ("'blk\\\\.1\\\\.=CPU'", '8080')
-    """
-    return f"'{value}'" if "\\" in value else value
-
-
 def unsupported(s: Settings, flags: set[str]) -> list[str]:
     """The settings this build's llama-server cannot take (flags from its --help), one sentence each.
 

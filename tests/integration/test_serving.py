@@ -121,7 +121,7 @@ def test_the_fit_check_refuses_a_model_that_cannot_fit_and_passes_one_that_does(
         assert "halo1 (head GPU) 8.0 MiB (GTT 8.0 MiB + VRAM 0 MiB - reserve 0 MiB)" in output
         assert "Fixes: a smaller head_ctx_size (the KV cache is 24.0 MiB at 16384 tokens), head_cache_type_k/v = 'q8_0'" in output
         assert sh(f"systemctl show -p MainPID --value {UNIT}") == pid  # not restarted
-        assert "LLAMA_ARG_N_PARALLEL=1" in sh(f"cat {ENV_FILE}")  # nor rewritten
+        assert 'LLAMA_ARG_N_PARALLEL="1"' in sh(f"cat {ENV_FILE}")  # nor rewritten
 
         set_gtt(halo1=20, halo2=20, halo3=20)  # the head and one worker are enough
         proc = cluster.run("deploys/head.py", head_fit_reserve_mib="0")

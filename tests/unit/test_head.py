@@ -167,7 +167,7 @@ def test_env_file_is_comments_then_one_variable_per_line():
     lines = text.splitlines()
     assert text.endswith("\n") and lines[0].startswith("# Written by halo-provision")
     assert all(line.startswith("#") or line.startswith("LLAMA_ARG_") for line in lines)
-    assert "LLAMA_ARG_DIO=1" in lines and "-dio" in lines[1]
+    assert 'LLAMA_ARG_DIO="1"' in lines and "-dio" in lines[1]
     assert "API_KEY" not in text  # the key file reaches llama-server through the unit's credential
 
 
@@ -176,7 +176,7 @@ def test_head_env_follows_the_llama_arg_lines_quoted_for_systemd():
     text = env_file_text(server_env(s, rpc, "/m.gguf", None), None, s.head_env)
     lines = text.splitlines()
     assert lines[-3:] == ["# head_env, quoted for systemd:", 'ROCBLAS_USE_HIPBLASLT="1"', 'X="a \\"b\\" \\$c \\\\ d"']
-    assert lines.index("LLAMA_ARG_PORT=8080") < lines.index('ROCBLAS_USE_HIPBLASLT="1"')
+    assert lines.index('LLAMA_ARG_PORT="8080"') < lines.index('ROCBLAS_USE_HIPBLASLT="1"')
 
 
 def test_no_head_env_by_default():

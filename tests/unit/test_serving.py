@@ -41,10 +41,10 @@ def test_every_tuning_variable_reaches_the_environment_file_under_llama_cpps_nam
         "LLAMA_ARG_FIT": "off", "LLAMA_ARG_FIT_TARGET": "1024", "LLAMA_ARG_FIT_CTX": "4096",
     }
     assert ARGS_VARIABLE not in env
-    # systemd drops an unquoted backslash: the regex is single-quoted in the file
+    # systemd drops an unquoted backslash: every value is double-quoted, a backslash doubled (env_file_line)
     text = env_file_text(env, "--load-mode")
-    assert "\nLLAMA_ARG_OVERRIDE_TENSOR='blk\\.[0-9]+\\.ffn_.*_exps\\.=CPU,output\\.weight=CPU'\n" in text
-    assert "\nLLAMA_ARG_TOP_K=20\n" in text
+    assert '\nLLAMA_ARG_OVERRIDE_TENSOR="blk\\\\.[0-9]+\\\\.ffn_.*_exps\\\\.=CPU,output\\\\.weight=CPU"\n' in text
+    assert '\nLLAMA_ARG_TOP_K="20"\n' in text
 
 
 def test_defaults_add_nothing():
