@@ -147,9 +147,16 @@ def unscoped(address: IPAddress) -> IPAddress:
     return address
 
 
+# An IPv6 scope names an interface (Linux: at most 15 characters) or its index: it reaches units, env
+# files and firewall rules, and Python's ipaddress takes any text after '%'.
+_SCOPE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
 def _check_bindable(value: IPAddress | None) -> IPAddress | None:
     if value is not None and value.is_multicast:
         raise ValueError("multicast address")
+    if isinstance(value, ipaddress.IPv6Address) and value.scope_id and not _SCOPE_RE.match(value.scope_id):
+        raise ValueError("not an interface name after '%'")
     # '::ffff:10.151.0.12' is 10.151.0.12: judged (private? a duplicate?) and used as IPv4
     return None if value is None else unmapped(value)
 

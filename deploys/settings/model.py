@@ -207,7 +207,8 @@ class Settings(BaseModel):
         None,
         "Address the RPC server binds: each worker sets its cluster-link address in the inventory.",
         valid="the IPv4 or IPv6 address (not a host name) of this worker's cluster-link interface, e.g. "
-              "'10.151.0.12', or None on hosts that are not in group rpc_workers",
+              "'10.151.0.12' (a link-local IPv6 address with its interface: 'fe80::12%eth1', the interface's "
+              "name in letters, digits, '.', '_' or '-'), or None on hosts that are not in group rpc_workers",
         doc="IP address the RPC server binds: each worker sets its cluster-link address; required in group "
             "`rpc_workers`, unique per address:port.",
     )
@@ -399,8 +400,8 @@ class Settings(BaseModel):
     head_bind_address: BindAddress = var(
         None,
         "Address llama-server binds; None = the host's rpc_bind_address if set, else 127.0.0.1.",
-        valid="an IPv4 or IPv6 address (not a host name), or None for the host's rpc_bind_address if set, "
-              "else 127.0.0.1",
+        valid="an IPv4 or IPv6 address (not a host name; a link-local IPv6 address with its interface such "
+              "as 'fe80::11%eth1'), or None for the host's rpc_bind_address if set, else 127.0.0.1",
         doc="IP address llama-server binds; `None` = the host's `rpc_bind_address` if set, else `127.0.0.1`.",
     )
     head_gpu_layers: Annotated[int, Strict(), Field(ge=0, le=100000)] | Literal["all", "auto"] = var(

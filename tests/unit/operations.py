@@ -102,15 +102,15 @@ def runs(conditions) -> bool:
 
 
 def plan(step: str | list[str], facts: dict[str, Any], host: str = "halo2", data: dict | None = None,
-         monkeypatch=None) -> list[Operation]:
+         monkeypatch=None, host_data: dict[str, dict] | None = None) -> list[Operation]:
     """The operations `host` gets from the deploy function `step` ("deploys.grub.grub_kernel_args"), or from
-    several steps in order."""
+    several steps in order; `data` is every host's, `host_data` {host: data} one host's own."""
     steps = [step] if isinstance(step, str) else step
     deploy_functions = []
     for name in steps:
         module, _, function = name.rpartition(".")
         deploy_functions.append(getattr(importlib.import_module(module), function))
-    hosts = [(name, {**values, **(data or {})}) for name, values in HOSTS.items()]
+    hosts = [(name, {**values, **(data or {}), **(host_data or {}).get(name, {})}) for name, values in HOSTS.items()]
     inventory = Inventory((hosts, {}), **{g: (members, {}) for g, members in GROUPS.items()})
     state = State(inventory, Config())
     values = {fact: fact_value(fact, value) for fact, value in {**BASE_FACTS, **facts}.items()}

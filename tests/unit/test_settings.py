@@ -489,3 +489,12 @@ def test_a_head_on_another_network_than_the_workers_is_a_warning():
     hosts[1] = ("head", {"ssh_hostname": "10.151.0.4"})
     inventory = Inventory((hosts, {}), head=(["head"], {}), rpc_workers=(["halo2"], {}))
     assert inventory_warnings(inventory, validate_inventory(inventory)) == []
+
+
+@pytest.mark.parametrize("scope", ["eth1;reboot", "eth1$(id)", "a\nb", "eth1 x", "x" * 16, "'"])
+def test_an_ipv6_scope_that_is_no_interface_name_is_refused(scope):
+    # Python's ipaddress takes any text after '%'; the address reaches units, env files and firewall rules
+    problems = problems_of(lab_inventory({"rpc_bind_address": f"fe80::12%{scope}", "rpc_allow_any_address": False}))
+    assert len(problems) == 1 and problems[0].startswith(f"halo2: rpc_bind_address = {f'fe80::12%{scope}'!r} is "
+                                                         "invalid: expected the IPv4 or IPv6 address"), problems
+    assert "'fe80::12%eth1'" in problems[0]
