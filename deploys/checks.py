@@ -1,23 +1,24 @@
-"""Host checks shared by the check steps (kernel.py, firmware.py) and verify.py.
-
-The judgements are pure functions of facts and Settings, so unit tests feed them facts:
+"""Judging a host: what its facts show against what its settings want, as rows. Pure: facts and
+Settings in, rows out, so unit tests and the verify suite feed it facts; deploys/report.py prints them.
 
     row = kernel_row("ubuntu", {"release": "6.14.0-37-generic", "version": "6.14.0"}, Settings())
     row.verdict, row.why    # "FAIL", "older than kernel_min_version 6.16.9: ... linux-generic-hwe-24.04 ..."
+    report = judge(read_facts(s), s)   # every row of one host (deploys/verify.py reads the facts)
 
-A step turns rows into output and host failures with `act_on(rows, "Fail: ...")`.
+The rule: a function here only computes verdicts; printing, failing a host and reading facts are done
+by the callers (deploys/kernel.py, firmware.py and verify.py with deploys/report.py; tests/verify).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
-from pyinfra import host, logger
-
-from deploys.common import fail_host, warn
-from deploys.settings import Settings
+from deploys.llama_cpp import cmake_flags
+from deploys.settings import GIB, TTM_PAGES_PER_GIB, Settings
 from facts.firmware import firmware_date
 from facts.kernel import kernel_version, ubuntu_kernel
+from facts.memory import host_installed_ram
 
 MES_GOOD, MES_BAD = 0x80, 0x83
 # Where the kernel minimums come from (their defaults are in group_data/all.py):
@@ -41,6 +42,12 @@ FIRMWARE_REMEDY = {
     "debian": "apt install --only-upgrade firmware-amd-graphics (from backports if needed)",
 }
 
+PAGE = 4096
+# Without working ttm arguments (or on a kernel older than 6.16.9) GTT is about half of RAM,
+# capped near 15.5 GiB on the older kernels; anything this far below the wanted size is that case.
+GTT_STOCK_FRACTION = 0.6
+IOMMU_WANTED = {"off": "off", "pt": "passthrough"}
+
 
 @dataclass
 class Row:
@@ -50,6 +57,266 @@ class Row:
     value: str
     verdict: str = "ok"  # ok | WARN | FAIL | info
     why: str = ""
+
+
+@dataclass
+class HostFacts:
+    """Everything verify reads from one host (each fact read once)."""
+
+    distro: str  # family (facts.distro): debian, ubuntu, fedora, or an unknown ID
+    kernel: dict | None
+    gpu_memory: list[dict]
+    ttm: dict | None
+    kfd_nodes: list[dict]
+    iommu: dict
+    firmware: dict[str, str]
+    mes: list[dict] | None
+    rocm: str | None
+    mem_total: int | None
+    llama_cpp: dict | None = None  # LlamaCppInstall; None: not read
+    rpc: dict | None = None  # {"ports": {port: unit}, "units": UnitStates, "listeners": TcpListeners}; None: no worker
+    head: dict | None = None  # {"unit", "state" (UnitStates of it), "url", "health" (HttpStatus), "reach"}; None: no head
+
+
+@dataclass
+class Report:
+    """The rows of one host (deploys/report.py prints them as a table)."""
+
+    host: str
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict == "FAIL"]
+
+    def add(self, subject: str, value: str, verdict: str = "ok", why: str = "") -> None:
+        self.rows.append(Row(subject, value, verdict, why))
+
+
+def gib(value: int | None) -> str:
+    return "?" if value is None else f"{value / GIB:.2f} GiB"
+
+
+def judge(facts: HostFacts, s: Settings) -> Report:
+    """Compare what a host shows with what its settings want; pure, so tests feed it facts."""
+    report = Report(s.host_name)
+    report.rows.append(kernel_row(facts.distro, facts.kernel, s))
+    card = check_gpu(report, facts, s)
+    if card is not None:
+        check_memory(report, facts, s, card)
+    report.rows.extend(firmware_rows(facts.distro, facts.firmware, facts.mes, s))
+    check_iommu(report, facts, s)
+    report.rows.append(rocm_row(facts.rocm, s))
+    if facts.llama_cpp is not None:
+        report.rows.append(llama_cpp_row(facts.llama_cpp, s))
+    if facts.rpc is not None:
+        report.rows.append(rpc_row(facts.rpc, s))
+    if facts.head is not None:
+        report.rows.append(head_row(facts.head))
+        if facts.head.get("reach") is not None:
+            report.rows.append(rpc_reach_row(facts.head["reach"], facts.head["state"]))
+    return report
+
+
+def rpc_reach_row(reach: dict, state: dict | None) -> Row:
+    """On a head: llama-server's user reaches every RPC server it uses; no other local user reaches any.
+
+    A server that is busy with llama-server itself (one client at a time) may not take a second
+    connection: a closed port while llama-server is active is a WARN, else a FAIL.
+    """
+    endpoints = reach["endpoints"]
+    if not reach["user"]:
+        return Row("RPC reach", "not deployed", "WARN", "no llama-server user on the head: run deploys/head.py")
+    other = [ep for ep, r in endpoints.items() if r["other"] == "open"]
+    closed = [ep for ep, r in endpoints.items() if r["user"] == "closed"]
+    shown = f"{len(endpoints) - len(closed)}/{len(endpoints)} RPC servers reached by llama-server"
+    if endpoints and all(r["user"] == "skipped" for r in endpoints.values()):
+        shown = f"{len(endpoints)} RPC servers held by the running llama-server"
+    if other:
+        return Row("RPC reach", shown, "FAIL", f"any local user of the head connects to {', '.join(other)} (the RPC "
+                   "server has no authentication): run deploys/firewall.py on the head")
+    if closed:
+        busy = (state or {}).get("active") == "active"
+        why = (f"llama-server's user cannot connect to {', '.join(closed)}"
+               + (" (busy serving llama-server, one client at a time?)" if busy else "")
+               + ": is the server running, and does its firewall accept the head? run deploys/rpc_worker.py")
+        return Row("RPC reach", shown, "WARN" if busy else "FAIL", why)
+    return Row("RPC reach", shown + ", no other user")
+
+
+def rpc_unit_problems(rpc: dict) -> list[str]:
+    """Each RPC server's unit must be active and enabled."""
+    states = [(unit, rpc["units"].get(unit, {"active": "inactive", "enabled": "not-found"}))
+              for unit in rpc["ports"].values()]
+    return [f"{unit} is {st['active']} and {st['enabled']}" for unit, st in states
+            if st["active"] != "active" or st["enabled"] != "enabled"]
+
+
+def rpc_listen_problems(rpc: dict, s: Settings) -> list[str]:
+    """Each RPC server must listen on rpc_bind_address itself (not on every address)."""
+    listening = {(entry["address"], entry["port"]) for entry in rpc["listeners"]}
+    return [f"nothing listens on {s.rpc_bind_address}:{port}" for port in rpc["ports"]
+            if (str(s.rpc_bind_address), port) not in listening]
+
+
+def rpc_row(rpc: dict, s: Settings) -> Row:
+    """The worker's RPC servers: units active, listening on rpc_bind_address; WARN when not deployed."""
+    shown = f"{s.rpc_bind_address}:{','.join(map(str, rpc['ports']))}"
+    if all(rpc["units"].get(u, {}).get("enabled", "not-found") == "not-found" for u in rpc["ports"].values()):
+        return Row("RPC", f"{shown} not deployed", "WARN", "no RPC server unit: run deploys/rpc_worker.py")
+    problems = rpc_unit_problems(rpc) + rpc_listen_problems(rpc, s)
+    if problems:
+        return Row("RPC", shown, "FAIL", f"{'; '.join(problems)}: run deploys/rpc_worker.py "
+                                         f"(journalctl -u {next(iter(rpc['ports'].values()))} says why)")
+    return Row("RPC", shown)
+
+
+def head_row(head: dict) -> Row:
+    """llama-server's /health must answer 200; WARN when its unit is not deployed."""
+    status = head["health"]
+    if status == 200:
+        return Row("head", "/health 200")
+    state = head["state"] or {"active": "inactive", "enabled": "not-found"}
+    if state["enabled"] == "not-found":
+        return Row("head", "not deployed", "WARN", f"no {head['unit']}: run deploys/head.py")
+    return Row("head", f"/health {status or 'no answer'}", "FAIL",
+               f"GET {head['url']} answered {status or 'nothing'} (503 while the model loads); {head['unit']} is "
+               f"{state['active']}: journalctl -u {head['unit']} says why; run deploys/head.py")
+
+
+def rocm_row(rocm: str | None, s: Settings) -> Row:
+    """ROCm is needed by the HIP backend; from AMD's repository or a tarball it must be `rocm_version`."""
+    if s.llama_cpp_backend != "hip":
+        return Row("ROCm", rocm or "not installed", "info", f"not needed: llama_cpp_backend is {s.llama_cpp_backend!r}")
+    if rocm is None:
+        return Row("ROCm", "not installed", "WARN", "llama.cpp's HIP backend needs ROCm: run deploys/rocm.py")
+    wanted = s.rocm_version.split(".")
+    if s.rocm_source != "distro" and rocm.split(".")[: len(wanted)] != wanted:
+        return Row("ROCm", rocm, "FAIL",
+                   f"rocm_version is {s.rocm_version} (rocm_source {s.rocm_source!r}): run deploys/rocm.py")
+    return Row("ROCm", rocm)
+
+
+def build_id(install: dict | None) -> str | None:
+    """The id (commit12-flagshash) of the llama.cpp build a host serves, from LlamaCppInstall."""
+    return ((install or {}).get("current") or {}).get("id")
+
+
+def llama_cpp_row(install: dict, s: Settings) -> Row:
+    """The build `current` points at must be llama_cpp_ref with this host's backend and CMake flags."""
+    current = install.get("current")
+    if current is None:
+        return Row("llama.cpp", "not built", "WARN",
+                   f"no build under {s.llama_cpp_prefix}/current: run deploys/llama_cpp.py")
+    shown = f"{current['id']} ({current['ref']}, {current['backend']})"
+    wanted = {"ref": s.llama_cpp_ref, "backend": s.llama_cpp_backend, "flags": cmake_flags(s)}
+    differs = [f"{key} {current[key]!r}, wanted {value!r}" for key, value in wanted.items() if current[key] != value]
+    if differs:
+        return Row("llama.cpp", shown, "FAIL", f"the build that serves has {'; '.join(differs)}: run deploys/llama_cpp.py")
+    return Row("llama.cpp", shown)
+
+
+def same_build_row(name: str, builds: dict[str, dict | None], heads: list[str]) -> Row | None:
+    """FAIL when `name` serves another llama.cpp build than the head (or than most hosts).
+
+    RPC client and servers must speak one protocol, so the whole cluster runs one build. None
+    when there is nothing to compare (this host or all others not built).
+
+    >>> same_build_row("halo2", {"halo1": {"current": {"id": "a"}}, "halo2": {"current": {"id": "b"}}}, ["halo1"]).why
+    'halo1 (head) serves build a: RPC needs one llama.cpp build on every host; run deploys/llama_cpp.py'
+    """
+    ids = {n: build_id(b) for n, b in builds.items() if build_id(b)}
+    if name not in ids or len(ids) < 2:
+        return None
+    head = next((h for h in heads if h in ids), None)
+    reference = ids[head] if head else Counter(ids.values()).most_common(1)[0][0]
+    if ids[name] == reference:
+        return Row("same build", f"same on {len([i for i in ids.values() if i == reference])} of {len(ids)} hosts")
+    owner = f"{head} (head)" if head else ", ".join(sorted(n for n, i in ids.items() if i == reference))
+    return Row("same build", ids[name], "FAIL",
+               f"{owner} serves build {reference}: RPC needs one llama.cpp build on every host; run deploys/llama_cpp.py")
+
+
+def check_gpu(report: Report, facts: HostFacts, s: Settings) -> dict | None:
+    """The amdgpu card and its KFD node; returns the card whose memory the other rows judge."""
+    if not facts.gpu_memory:
+        report.add("GPU", "no amdgpu card", "FAIL",
+                   "no card in /sys/class/drm is driven by amdgpu: is amdgpu loaded (lsmod | grep amdgpu)?")
+        return None
+    targets = [n["gfx_target"] for n in facts.kfd_nodes]
+    cards = ", ".join(c["card"] for c in facts.gpu_memory)
+    if not targets:
+        report.add("GPU", f"{cards}; no KFD GPU node", "FAIL",
+                   "ROCm cannot see the GPU: /sys/class/kfd has no GPU node (amdgpu without KFD/HSA support?)")
+    elif not set(targets) & set(s.gpu_targets):
+        report.add("GPU", f"{cards}; {', '.join(targets)}", "FAIL",
+                   f"gpu_targets is {s.gpu_targets}: builds for it would not run on this GPU; "
+                   f"set gpu_targets to {targets}")
+    else:
+        simds = sum(n["simd_count"] or 0 for n in facts.kfd_nodes)
+        report.add("GPU", f"{cards}; {', '.join(targets)} ({simds} SIMDs)")
+    return facts.gpu_memory[0]
+
+
+def check_memory(report: Report, facts: HostFacts, s: Settings, card: dict) -> None:
+    vram, gtt = card["vram_total"], card["gtt_total"]
+    carve_max = s.vram_carveout_max_gib * GIB
+    if vram is None:
+        report.add("VRAM carve-out", "?", "FAIL", f"{card['card']}: mem_info_vram_total is unreadable")
+    elif vram > carve_max:
+        report.add("VRAM carve-out", gib(vram), "FAIL",
+                   f"above vram_carveout_max_gib {s.vram_carveout_max_gib}: the carve-out is taken from the "
+                   "OS; lower the BIOS UMA frame buffer setting (\"iGPU memory size\") to 512 MiB or Auto, "
+                   "the GPU gets the memory through GTT instead")
+    else:
+        report.add("VRAM carve-out", gib(vram))
+
+    if facts.mem_total is None:
+        report.add("GTT", gib(gtt), "FAIL", "cannot read MemTotal from /proc/meminfo to size ttm_gib")
+        return
+    installed = host_installed_ram(facts.mem_total, facts.gpu_memory)
+    wanted_gib = s.wanted_ttm_gib(installed)
+    wanted = wanted_gib * GIB
+    source = "ttm_gib" if s.ttm_gib is not None else f"{installed // GIB} GiB RAM - os_reserve_gib"
+    shown = f"{gib(gtt)} (wanted {wanted_gib} GiB: {source})"
+    if gtt is None:
+        report.add("GTT", shown, "FAIL", f"{card['card']}: mem_info_gtt_total is unreadable")
+    elif abs(gtt - wanted) <= PAGE:
+        report.add("GTT", shown)
+    elif gtt < wanted * GTT_STOCK_FRACTION:
+        report.add("GTT", shown, "FAIL",
+                   f"far below the wanted size: the kernel is too old (< {s.kernel_min_version}) or the ttm "
+                   "kernel arguments are not active yet (reboot pending after deploys/grub.py?)")
+    else:
+        report.add("GTT", shown, "FAIL",
+                   "differs from the wanted size: the running kernel was booted with other ttm arguments; "
+                   "run deploys/grub.py and reboot")
+
+    pages = (facts.ttm or {}).get("pages_limit")
+    module = (facts.ttm or {}).get("module", "ttm")
+    wanted_pages = wanted_gib * TTM_PAGES_PER_GIB
+    if pages == wanted_pages:
+        report.add("TTM pages_limit", f"{pages} ({module})")
+    elif facts.ttm is None:
+        report.add("TTM pages_limit", "no ttm module", "FAIL", "/sys/module/ttm is missing: amdgpu is not loaded")
+    else:
+        report.add("TTM pages_limit", f"{pages} ({module})", "FAIL",
+                   f"wanted {wanted_pages} ({wanted_gib} GiB x {TTM_PAGES_PER_GIB}); run deploys/grub.py and "
+                   "reboot")
+
+
+def check_iommu(report: Report, facts: HostFacts, s: Settings) -> None:
+    mode = facts.iommu["mode"]
+    wanted = IOMMU_WANTED.get(s.iommu_mode)
+    shown = f"{mode} ({facts.iommu['groups']} groups)"
+    if wanted is None or mode == wanted:
+        report.add("IOMMU", shown)
+    else:
+        report.add("IOMMU", shown, "FAIL",
+                   f"iommu_mode {s.iommu_mode!r} wants {wanted}; run deploys/grub.py and reboot")
+
+
+
 
 
 def kernel_row(distro: str, kernel: dict | None, s: Settings) -> Row:
@@ -133,16 +400,3 @@ def mes_row(mes: list[dict] | None, remedy: str, date_checked: bool) -> Row:
     if versions and min(versions) < MES_GOOD:
         return Row("MES firmware", shown, "WARN", f"older than 0x{MES_GOOD:x}, the version known good; {remedy}")
     return Row("MES firmware", shown)
-
-
-def act_on(rows: list[Row], failure: str) -> None:
-    """Print each row for the current host (WARN rows as warnings); FAIL rows fail the host, named `failure`."""
-    for row in rows:
-        line = f"{row.subject} {row.verdict}: {row.value}" + (f" -> {row.why}" if row.why else "")
-        if row.verdict == "WARN":
-            warn(line)
-        else:
-            logger.info(f"{host.name}: {line}")
-    failures = [r for r in rows if r.verdict == "FAIL"]
-    if failures:
-        fail_host(failure, "; ".join(f"{r.subject} {r.value}: {r.why}" for r in failures))

@@ -13,7 +13,8 @@ was and was not checked.
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys.checks import act_on, firmware_rows
+from deploys.checks import firmware_rows
+from deploys.report import act_on
 from deploys.settings import settings
 from facts.distro import Distro
 from facts.firmware import FirmwarePackages, MesFirmware

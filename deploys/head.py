@@ -54,17 +54,17 @@ from pyinfra.facts.server import Which
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from deploys import topology
 from deploys.common import HostCheckFailed, env_file_line, install_packages
 from deploys.fit import fits, gather, serving_rpc
 from deploys.groups import GPU_GROUPS
 from deploys.models import download_script, part_url, token_file_problem, url_name
 from deploys.progress import long_work
 from deploys.serving import ARGS_VARIABLE, server_args, supported_by_build, tuning_env
-from deploys import topology
 from deploys.settings import Settings, SettingsError, settings
-from facts.services import UnitStates
 from facts.distro import Distro
 from facts.llama_server import API_KEY_FILE_ENV, HttpStatus, LlamaServerHelp, LlamaServerStatus
+from facts.services import UnitStates
 
 USER = "llama-server"
 UNIT = "halo-llama-server.service"

@@ -10,7 +10,8 @@ newer kernel; nothing is changed on the hosts.
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys.checks import act_on, kernel_row
+from deploys.checks import kernel_row
+from deploys.report import act_on
 from deploys.settings import settings
 from facts.distro import Distro
 from facts.kernel import KernelRelease

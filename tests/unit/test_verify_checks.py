@@ -1,11 +1,12 @@
-"""deploys.verify.judge: what a host shows, against what its settings want, row by row."""
+"""deploys.checks.judge: what a host shows, against what its settings want, row by row."""
 
 from dataclasses import replace
 
 import pytest
 
 from deploys.settings import Settings
-from deploys.verify import HostFacts, judge
+from deploys.checks import HostFacts, judge
+from deploys.report import table
 
 GIB = 1 << 30
 TUNED = HostFacts(
@@ -36,7 +37,7 @@ def test_a_tuned_host_passes_every_row():
     report = judge(TUNED, Settings())
     assert report.failures == []
     assert {r.verdict for r in report.rows} <= {"ok", "info"}
-    assert "PASS" in report.table().splitlines()[0]
+    assert "PASS" in table(report).splitlines()[0]
 
 
 @pytest.mark.parametrize(
@@ -92,7 +93,7 @@ def test_without_a_gpu_memory_rows_are_not_guessed():
 
 # -- the head's reach to the RPC servers (facts.firewall.RpcReach) ------------------------------------
 
-from deploys.verify import rpc_reach_row  # noqa: E402
+from deploys.checks import rpc_reach_row  # noqa: E402
 
 ACTIVE = {"active": "active", "enabled": "enabled"}
 

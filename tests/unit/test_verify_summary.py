@@ -1,4 +1,5 @@
-"""deploys/verify.py's ROCm, llama.cpp and same-build rows, the per-host summary, and the verify suite's fact reader."""
+"""deploys/checks.py's ROCm, llama.cpp and same-build rows, deploys/report.py's per-host summary, and the verify
+suite's fact reader (deploys/verify.py's read_facts)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,11 @@ from dataclasses import replace
 
 import testinfra
 
-from deploys.checks import Row
+from deploys.checks import Report, Row, judge, llama_cpp_row, rocm_row, same_build_row
 from deploys.llama_cpp import cmake_flags
+from deploys.report import summary, summary_markdown, summary_text, write_summary
 from deploys.settings import Settings
-from deploys.verify import (
-    Report,
-    judge,
-    llama_cpp_row,
-    read_facts,
-    rocm_row,
-    same_build_row,
-    summary,
-    summary_markdown,
-    summary_text,
-    write_summary,
-)
+from deploys.verify import read_facts
 from tests.unit.test_verify_checks import TUNED
 from tests.verify.halo import fact_reader
 
@@ -106,7 +97,7 @@ WORKER = Settings(rpc_bind_address="10.151.0.12")
 
 
 def test_rpc_row_wants_active_units_listening_on_the_bind_address():
-    from deploys.verify import rpc_row
+    from deploys.checks import rpc_row
 
     assert (rpc_row(RPC, WORKER).verdict, rpc_row(RPC, WORKER).value) == ("ok", "10.151.0.12:50052")
     stopped = {**RPC, "units": {"halo-rpc@50052.service": {"active": "failed", "enabled": "enabled"}}, "listeners": []}
@@ -119,7 +110,7 @@ def test_rpc_row_wants_active_units_listening_on_the_bind_address():
 
 
 def test_head_row_wants_health_200():
-    from deploys.verify import head_row
+    from deploys.checks import head_row
 
     head = {"unit": "halo-llama-server.service", "state": {"active": "active", "enabled": "enabled"},
             "url": "http://10.151.0.11:8080/health", "health": 200}

@@ -7,7 +7,7 @@
 Expectations come from the inventory (`--inventory`, default $HALO_INVENTORY or inventories/lab.py)
 and group_data/, loaded as pyinfra's CLI loads them and validated by deploys/settings/; pass the
 same `--data key=value` you deployed with. Facts are read by running each pyinfra fact's command
-through testinfra and its process(), and judged by deploys/verify.py: one code path for pyinfra and
+through testinfra and its process(), and judged by deploys/checks.py: one code path for pyinfra and
 pytest. A testinfra host maps to the inventory host with that name or ssh_hostname; tests marked
 `hosts_in("head")` or `hosts_in("rpc_workers")` only run for hosts of that group. At the end, one
 summary line per host (and `--report FILE`: Markdown for .md, else JSON).
@@ -20,7 +20,7 @@ import os
 import pytest
 import testinfra
 
-from deploys.verify import summary, summary_text, write_summary
+from deploys.report import summary, summary_text, write_summary
 from tests.verify.halo import CLUSTER, HaloHost, derive_hosts, halo_host, load_cluster
 
 

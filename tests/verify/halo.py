@@ -19,9 +19,9 @@ from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory
 from pyinfra_cli.util import parse_cli_arg
 
-from deploys.checks import Row
+from deploys.checks import HostFacts, Report, Row, judge, same_build_row
 from deploys.settings import HEAD_GROUP, Settings, SettingsError, validate_inventory
-from deploys.verify import HostFacts, Report, judge, read_facts, same_build_row
+from deploys.verify import read_facts
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = pytest.StashKey["Cluster"]()

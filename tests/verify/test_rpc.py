@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from deploys.topology import servers_for
-from deploys.verify import rpc_listen_problems, rpc_unit_problems
+from deploys.checks import rpc_listen_problems, rpc_unit_problems
 from tests.verify.halo import check, step_module
 
 pytestmark = pytest.mark.hosts_in("rpc_workers")
