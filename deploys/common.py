@@ -16,14 +16,11 @@ Both print `<host>: <message>` in red and fail that host only; the other hosts g
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, operation
-from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import apt, dnf
-
-
-class HostCheckFailed(PyinfraError):
-    """A step found this host unfit; the message says what is wrong and the fix."""
 
 
 def _fail(state, host, message: str) -> bool:
@@ -36,6 +33,15 @@ def failure(message: str) -> FunctionCommand:
     """A command that fails the current host with `<host>: message` when it runs (yield it in an
     @operation that finds the host unfit at execute time)."""
     return FunctionCommand(_fail, (f"{host.name}: {message}",), {})
+
+
+def failure_unless(test: Callable[[], bool], message: str) -> FunctionCommand:
+    """A command that, when it runs, fails the current host with `<host>: message` unless test() is true
+    (for what an earlier operation of the run makes, e.g. a file on the pyinfra machine)."""
+    def check(state, host) -> bool:
+        return True if test() else _fail(state, host, f"{host.name}: {message}")
+
+    return FunctionCommand(check, (), {})
 
 
 @operation(is_idempotent=False)

@@ -47,7 +47,7 @@ from io import StringIO
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
+from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.api.util import get_template
 from pyinfra.facts.files import File, FileContents
 from pyinfra.facts.server import Which
@@ -55,7 +55,7 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from deploys import topology
-from deploys.common import HostCheckFailed, env_file_line, install_packages
+from deploys.common import env_file_line, failure, install_packages
 from deploys.fit import fits, gather, serving_rpc
 from deploys.groups import GPU_GROUPS
 from deploys.models import download_script, part_url, token_file_problem, url_name
@@ -262,14 +262,6 @@ exit 1
 
 
 # -- operations that read the host when they run ---------------------------------------------------
-
-def _fail(message: str) -> None:
-    raise HostCheckFailed(message)
-
-
-def failure(message: str) -> FunctionCommand:
-    return FunctionCommand(_fail, (f"{host.name}: {message}",), {})
-
 
 @operation()
 def verified_download(url: str, sha256: str, dest: str, variable: str = "model_sha256", token_file: str | None = None):

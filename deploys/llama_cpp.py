@@ -30,7 +30,7 @@ from pyinfra.api import (
     operation,
 )
 
-from deploys.common import install_packages
+from deploys.common import failure_unless, install_packages
 from deploys.rocm import refuse_unsupported_rocm, rocm_prefix
 from deploys.runcache import once_per_run
 from deploys.settings import Settings, settings
@@ -142,11 +142,6 @@ def _clear_artifacts(state, host, artifact: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def _check_artifact(state, host, artifact: Path, builder: str) -> None:
-    if not artifact.exists():
-        raise OSError(f"no llama.cpp build came from {builder} in this run (its build failed?): nothing to copy")
-
-
 @operation(is_idempotent=False)
 def pack(prefix: str, artifact: Path):
     """Download the `current` build of the build host to the pyinfra machine for the other hosts."""
@@ -162,7 +157,8 @@ def pack(prefix: str, artifact: Path):
 def unpack(prefix: str, artifact: Path, builder: str):
     """Install the build host's build and point `current` at it."""
     remote = f"/tmp/halo-llama-build-{artifact.stem}.tar"
-    yield FunctionCommand(_check_artifact, (artifact, builder), {})
+    yield failure_unless(artifact.exists, f"no llama.cpp build came from {builder} in this run (its build "
+                         "failed?): nothing to copy")
     yield FileUploadCommand(str(artifact), remote)
     yield script_command("llama-unpack.sh", {"HALO_PREFIX": prefix, "HALO_ARCHIVE": remote, "HALO_BUILDER": builder})
 

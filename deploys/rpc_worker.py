@@ -42,7 +42,7 @@ from pyinfra.api.util import get_template
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploys.common import HostCheckFailed, env_file_line, warn
+from deploys.common import env_file_line, failure, warn
 from deploys.groups import GPU_GROUPS
 from deploys.settings import IPAddress, RpcInstance, settings
 from deploys.topology import firewall_sources
@@ -174,19 +174,13 @@ def ufw_commands(current: list[dict], ports: list[int], sources: list[IPAddress]
     return [shlex.join(c) for c in add + delete]
 
 
-def _fail(message: str) -> None:
-    raise HostCheckFailed(message)
-
-
 def _current_build(prefix: str, ref: str) -> dict | None:
     return host.get_fact(LlamaCppInstall, prefix=prefix, ref=ref)["current"]
 
 
 def _no_build(prefix: str) -> FunctionCommand:
-    return FunctionCommand(_fail, (
-        f"{host.name}: no llama.cpp build to run: {prefix}/current/{STAMP} is missing; "
-        "run deploys/llama_cpp.py first (deploys/full.py does)",
-    ), {})
+    return failure(f"no llama.cpp build to run: {prefix}/current/{STAMP} is missing; "
+                   "run deploys/llama_cpp.py first (deploys/full.py does)")
 
 
 @operation()
