@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from pyinfra.api import FileUploadCommand, FunctionCommand, Inventory, StringCommand
-from pyinfra.context import ctx_host
 
 from deploys.head import (
     ENV_FILE,
@@ -36,6 +35,7 @@ from deploys.settings import HEAD_MANAGED_ENV, Settings, SettingsError, validate
 from deploys.topology import rpc_list as rpc_servers
 from deploys.topology import workers_of
 from facts.llama_server import HttpStatus, LlamaServerHelp, LlamaServerStatus, help_flags, load_mode_flag
+from tests.unit.fake_host import run_operation
 
 HOST_BUILD = Path("/var/cache/halo-src/build-cpu/bin/llama-server")  # the CPU build on the dev machine
 SHA = "08f877c472932966e50db374cca570d56a72041e4c5e3a6a9c6a50ba2fdb6d7d"
@@ -509,34 +509,6 @@ def test_probe_of_a_missing_binary_is_the_default():
 
 
 # -- operations: what they do for given facts ---------------------------------------------------------
-
-
-class FakeState:
-    is_executing = True
-
-
-class FakeHost:
-    """Just enough of a pyinfra host for an operation's body: facts by class, noop messages."""
-
-    name = "halo1"
-    state = FakeState()
-
-    def __init__(self, facts: dict):
-        self.facts = facts
-        self.noops: list[str] = []
-
-    def get_fact(self, fact, **kwargs):
-        return self.facts[fact]
-
-    def noop(self, message: str) -> None:
-        self.noops.append(message)
-
-
-def run_operation(operation, facts: dict, **kwargs) -> tuple[list, list[str]]:
-    fake = FakeHost(facts)
-    with ctx_host.use(fake):
-        commands = list(operation._inner(**kwargs))
-    return commands, fake.noops
 
 
 BUILD = "/opt/llama.cpp/builds/0123456789ab-1a2b3c4d/bin/llama-server"

@@ -9,7 +9,6 @@ from ipaddress import ip_address
 
 import pytest
 from pyinfra.api import Inventory, StringCommand
-from pyinfra.context import ctx_host
 
 from deploys.rpc_worker import (
     env_data,
@@ -29,6 +28,7 @@ from facts.rpc_worker import (
     RpcServerInstances,
     UfwRpcRules,
 )
+from tests.unit import fake_host
 
 STAMP = {
     "id": "0123456789ab-1a2b3c4d", "commit": "0123456789abcdef0123456789abcdef01234567", "ref": "b10760",
@@ -288,29 +288,11 @@ def test_head_port_must_differ_from_every_instance_port():
 # -- firewalld and ufw: from facts to commands --------------------------------------------------
 
 
-class FakeHost:
-    """Just enough of a pyinfra host for an operation's body: facts by class, noop messages."""
-
-    name = "halo2"
-
-    def __init__(self, facts: dict):
-        self.facts = facts
-        self.noops: list[str] = []
-
-    def get_fact(self, fact, **kwargs):
-        return self.facts[fact]
-
-    def noop(self, message: str) -> None:
-        self.noops.append(message)
-
-
 def run_operation(operation, facts: dict, **kwargs) -> tuple[list[str], list[str]]:
-    """The commands an operation yields for these facts, and its noop messages."""
-    fake = FakeHost(facts)
-    with ctx_host.use(fake):
-        commands = list(operation._inner(**kwargs))
+    """The shell commands an operation yields on halo2 for these facts, and its noop messages."""
+    commands, noops = fake_host.run_operation(operation, facts, host_name="halo2", **kwargs)
     assert all(isinstance(c, StringCommand) for c in commands)
-    return [c.get_raw_value() for c in commands], fake.noops
+    return [c.get_raw_value() for c in commands], noops
 
 
 RULE = 'rule family="ipv4" source address="10.151.0.11" service name="halo-rpc" accept'
