@@ -27,13 +27,13 @@ table and removes the unit and rules files.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.server import Which
-from pyinfra.operations import files, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files, server, systemd
 
 from deploys.common import install_packages
 from deploys.head import USER as LLAMA_SERVER_USER
@@ -99,6 +99,17 @@ def firewall_data(s: Settings, inventory) -> dict:
             "output": output_endpoints(s, workers_of(inventory)), "service_user": LLAMA_SERVER_USER}
 
 
+def load_rules_command(rules: str = FIREWALL_RULES) -> str:
+    """Check, then load the rules file; a refused file is moved aside (to <file>.refused) and the command fails.
+
+    >>> print(load_rules_command())  # doctest: +NORMALIZE_WHITESPACE
+    /usr/sbin/nft -c -f /etc/halo-provision/firewall.nft && /usr/sbin/nft -f /etc/halo-provision/firewall.nft
+    || { mv -f /etc/halo-provision/firewall.nft /etc/halo-provision/firewall.nft.refused; exit 1; }
+    """
+    nft, path, refused = (shlex.quote(v) for v in (NFT, rules, f"{rules}.refused"))
+    return f"{nft} -c -f {path} && {nft} -f {path} || {{ mv -f {path} {refused}; exit 1; }}"
+
+
 def render(name: str, **data) -> str:
     """A template of templates/ rendered as files.template renders it in this step (for tests)."""
     from pyinfra.api.util import get_template
@@ -122,8 +133,13 @@ def firewall() -> None:
                           dest=f"/etc/systemd/system/{FIREWALL_UNIT}", mode="644", jinja_env_kwargs=dict(JINJA),
                           nft=NFT, rules=FIREWALL_RULES, table=NFT_TABLE)
     systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
-    systemd.service(name="Load the changed RPC firewall rules", service=FIREWALL_UNIT, running=True,
-                    reloaded=True, _if=any_changed(rules, unit))
+    # Changed rules are loaded by nft itself, not by `systemctl reload`: systemd 252 has been seen to fail
+    # that reload intermittently (the control process exits 219/CGROUP: its cgroup, pruned once the unit's
+    # last process had exited, raced with the new one), which left the old table in place and a server on a
+    # new address unprotected. nft -f replaces the table atomically; a file nft refuses is moved aside, so
+    # the run stops here and the next run writes and loads it again instead of finding it unchanged.
+    server.shell(name="Load the changed RPC firewall rules", _if=rules.did_change,
+                 commands=[load_rules_command()])
     systemd.service(name="Load the RPC firewall at every boot", service=FIREWALL_UNIT, running=True, enabled=True)
 
 

@@ -175,11 +175,6 @@ def serves_within(seconds: float, target_address: str) -> bool:
     return True
 
 
-@pytest.mark.skip(reason="known bug, seen in two clean-clone CI runs: after the worker's rpc_bind_address moves "
-                         "back, 'systemctl reload halo-firewall.service' fails on it ('Job for halo-firewall.service "
-                         "failed'); nft keeps the old table (atomic), whose rules name the old address, so the "
-                         "server on the restored address is unprotected until a reload succeeds, and the verify "
-                         "suite after this test finds its port open; to be fixed in the firewall step")
 def test_a_worker_whose_address_comes_up_late_serves_by_itself(cluster, tmp_path):
     """The cluster link gets its address after the RPC server started (a USB4/Thunderbolt link at
     boot): ggml-rpc-server cannot bind and exits with status 0; systemd starts it again until the
@@ -219,6 +214,8 @@ def test_a_worker_whose_address_comes_up_late_serves_by_itself(cluster, tmp_path
         lab.run(*ip, "del", f"{link}/24", "dev", "eth0", check=False)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert can_connect(HEAD, name)
+    live = sh(name, "nft list table inet halo_provision")  # the rules loaded, not only written
+    assert f"ip daddr {worker.address} tcp dport {PORT}" in live and link not in live, live
 
 
 def test_a_new_build_restarts_the_server(cluster):
