@@ -197,7 +197,7 @@ def key_script(url: str, fingerprint: str, path: str) -> str:
     return f"""set -euo pipefail
 url={q(url)} want={q(fingerprint)} path={q(path)}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-curl -sSLf "$url" -o "$work/key.asc"
+curl --proto =https --proto-redir =https -sSLf "$url" -o "$work/key.asc"  # no redirect to http either
 gpg --dearmor < "$work/key.asc" > "$work/key.gpg"
 got=$(gpg --show-keys --with-colons "$work/key.gpg" 2>/dev/null \
       | awk -F: '$1 == "pub" {{ primary = 1; next }} $1 == "fpr" && primary {{ print $10; primary = 0 }}' | paste -sd' ')

@@ -101,7 +101,7 @@ class KeyringDigests(FactBase[dict]):
     def command(self, url: str, path: str) -> str:
         url, path = shlex.quote(url), shlex.quote(path)
         return (
-            't=$(mktemp) && { curl -sSLf ' + url + ' 2>/dev/null | gpg --dearmor > "$t" 2>/dev/null; '
+            't=$(mktemp) && { curl --proto =https --proto-redir =https -sSLf ' + url + ' 2>/dev/null | gpg --dearmor > "$t" 2>/dev/null; '
             '[ -s "$t" ] && echo "url $(sha256sum < "$t")"; rm -f "$t"; }; '
             f'[ -f {path} ] && echo "path $(sha256sum < {path})"; '
             "true"

@@ -173,6 +173,8 @@ BindAddress = Annotated[
 GpuTarget = Annotated[str, Strict(), StringConstraints(pattern=_GPU_TARGET_RE)]
 UserName = Annotated[str, Strict(), StringConstraints(pattern=_USER_NAME_RE)]
 HttpUrl = Annotated[str, Strict(), StringConstraints(pattern=_HTTP_URL_RE)]
+# A trust anchor (a signing key) is fetched over https only: over http anyone on the way could swap it.
+HttpsUrl = Annotated[str, Strict(), StringConstraints(pattern=_HTTP_URL_RE.replace("https?", "https"))]
 # ggml device names for `ggml-rpc-server -d`, e.g. "ROCm0" or "Vulkan0,Vulkan1".
 DeviceList = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")]
 # Environment of a service: POSIX names; values without newlines, NULs or other control characters

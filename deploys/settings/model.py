@@ -35,6 +35,7 @@ from deploys.settings.fields import (
     GitUrl,
     GpuTarget,
     HttpUrl,
+    HttpsUrl,
     IPAddress,
     KernelArg,
     KernelVersion,
@@ -350,10 +351,11 @@ class Settings(BaseModel):
         valid="an http:// or https:// URL such as 'https://repo.radeon.com/rocm/apt'",
         doc="Base URL of AMD's apt repository; `rocm_version` is appended.",
     )
-    rocm_repo_key_url: HttpUrl = var(
+    rocm_repo_key_url: HttpsUrl = var(
         "https://repo.radeon.com/rocm/rocm.gpg.key",
         "ASCII-armoured signing key of that repository, dearmored into /etc/apt/keyrings/rocm.gpg.",
-        valid="an http:// or https:// URL such as 'https://repo.radeon.com/rocm/rocm.gpg.key'",
+        valid="an https:// URL such as 'https://repo.radeon.com/rocm/rocm.gpg.key' (never http://: apt's "
+              "signing key must not be fetched where anyone on the way could swap it)",
         doc="ASCII-armoured signing key of that repository, dearmored into `/etc/apt/keyrings/rocm.gpg`.",
     )
     rocm_repo_key_fingerprint: Fingerprint = var(

@@ -3,7 +3,9 @@
 - distro: refused on Debian 12 (no hipBLAS/rocBLAS) and Debian 13 (HIP 5.7) before any change; Debian
   testing's own packages are installed for real in test_hip_forky.py.
 - amd-repo: a signed apt repository built here with tiny packages named like AMD's, served on the lab
-  bridge, on halo1 (Debian 12, whose own hipcc is newer than the test packages: the pin must win).
+  bridge, on halo1 (Debian 12, whose own hipcc is newer than the test packages: the pin must win); its
+  signing key over https from a server whose certificate a CA made in the test signs (trusted on halo1
+  for that test only; before that, curl refuses it); the key's URL over plain http is refused.
 - therock: a tarball built here and served the same way, on halo3; a wrong sha256 unpacks nothing.
 """
 
@@ -29,6 +31,8 @@ import pytest
 from deploys.rocm import ROCM_PACKAGES, apt_pin, deb822_source
 from tests.integration.conftest import assert_no_changes, pyinfra, pyinfra_facts
 from tests.lab import lab
+from tests.lab.http_files import FileServer
+from tests.lab.tls import TestCA
 
 VERSION = "7.2.1"  # the default rocm_version
 SUITE_DEBIAN_12 = "jammy"  # AMD's suite for Debian 12
@@ -200,18 +204,50 @@ def test_distro_source_fails_on_debian_12_with_the_fix(lab_inventory):
     assert "rocm_source = 'amd-repo'" in output
 
 
-def test_amd_repo_from_a_signed_repository(lab_inventory, server):
+@pytest.fixture
+def key_server(tmp_path: Path, server):
+    """An https server for the signing key (rocm_repo_key_url takes https only), with a certificate of a CA
+    made here; the test trusts it on a lab host with `key_server.ca.trusted_on(name)`."""
+    ca = TestCA(tmp_path / "ca")
+    srv = FileServer(server.root, f"{lab.SUBNET}.1", tls=ca.server_context(f"{lab.SUBNET}.1"))
+    srv.ca = ca
+    yield srv
+    srv.close()
+
+
+def test_amd_repo_from_a_signed_repository(lab_inventory, server, key_server):
     key = build_amd_repo(server.root)
     repo_url = f"{server.url}/rocm/apt"
-    data = {"rocm_source": "amd-repo", "rocm_repo_url": repo_url, "rocm_repo_key_url": f"{server.url}/rocm/rocm.gpg.key",
+    data = {"rocm_source": "amd-repo", "rocm_repo_url": repo_url, "rocm_repo_key_url": f"{key_server.url}/rocm/rocm.gpg.key",
             "rocm_repo_key_fingerprint": fingerprint(key)}
+    nothing = "ls /etc/apt/keyrings/rocm.gpg /etc/apt/sources.list.d/rocm.sources 2>/dev/null || true"
 
+    # the key over plain http: refused before any change
+    plain = deploy(lab_inventory, "halo1", {**data, "rocm_repo_key_url": f"{server.url}/rocm/rocm.gpg.key"})
+    assert plain.returncode != 0
+    assert (f"halo1: rocm_repo_key_url = '{server.url}/rocm/rocm.gpg.key' is invalid: expected an https:// URL"
+            in plain.stdout + plain.stderr), plain.stdout + plain.stderr
+    assert "--> Starting operation" not in plain.stdout + plain.stderr
+    # https from a server whose certificate halo1 cannot verify: curl refuses it, nothing trusted
+    untrusted = deploy(lab_inventory, "halo1", data)
+    assert untrusted.returncode != 0 and "SSL certificate problem" in untrusted.stdout + untrusted.stderr
+    assert on("halo1", nothing) == ""
+    count = "grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt"
+    trusted = on("halo1", count)
+    with key_server.ca.trusted_on("halo1"):
+        assert int(on("halo1", count)) == int(trusted) + 1
+        _signed_repository(lab_inventory, key, repo_url, data, nothing)
+    assert key_server.requests and all(path == "/rocm/rocm.gpg.key" for _, path, _ in key_server.requests)
+    assert on("halo1", f"ls -A /usr/local/share/ca-certificates; {count}") == trusted  # for this test only
+
+
+def _signed_repository(lab_inventory, key, repo_url, data, nothing):
     # AMD's fingerprint (the default) does not match this repository's key: refused, nothing trusted
     refused = deploy(lab_inventory, "halo1", {**data, "rocm_repo_key_fingerprint": "CA8BB4727A47B4D09B4EE8969386B48A1A693C5C"})
     assert refused.returncode != 0
     assert (f"has the primary key fingerprint(s) '{fingerprint(key)}', expected exactly "
             "CA8BB4727A47B4D09B4EE8969386B48A1A693C5C; nothing was installed") in refused.stdout + refused.stderr
-    assert on("halo1", "ls /etc/apt/keyrings/rocm.gpg /etc/apt/sources.list.d/rocm.sources 2>/dev/null || true") == ""
+    assert on("halo1", nothing) == ""
 
     first = deploy(lab_inventory, "halo1", data)
     assert first.returncode == 0, first.stdout + first.stderr

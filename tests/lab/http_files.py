@@ -5,6 +5,8 @@ break off on purpose, and a log of what was asked.
     server.cut_once("m-00002-of-00003.gguf", 4096)     # its next GET ends after 4096 bytes
     server.requests                                    # [("GET", "/m-00002-of-00003.gguf", "bytes=4096-"), ...]
     server.close()
+
+With `tls` (an ssl.SSLContext, e.g. from tests/lab/tls.py's TestCA) it serves https:// instead.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import http.server
 import re
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
 
 
 class FileServer:
-    def __init__(self, directory: str | Path, address: str = "127.0.0.1"):
+    def __init__(self, directory: str | Path, address: str = "127.0.0.1", tls: ssl.SSLContext | None = None):
         self.directory = Path(directory)
         self.requests: list[tuple[str, str, str | None]] = []
         self.cuts: dict[str, int] = {}
@@ -30,8 +33,11 @@ class FileServer:
             server_of = owner
 
         self.httpd = http.server.ThreadingHTTPServer((address, 0), Handler)
+        if tls is not None:  # the handshake runs in the handler's thread (first read), not in accept()
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
+            self.httpd.handle_error = lambda request, client: None  # a client that refuses our CA: expected
         self.port = self.httpd.server_address[1]
-        self.url = f"http://{address}:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{address}:{self.port}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def cut_once(self, name: str, after: int) -> None:
