@@ -9,4 +9,4 @@ They use the lab HALO_LAB_ID (default 9 here, so a benchmark never takes over th
 
 import os
 
-os.environ.setdefault("HALO_LAB_ID", "9")  # before tests.lab.lab reads it
+os.environ.setdefault("HALO_LAB_ID", "9")  # before lab.lab reads it

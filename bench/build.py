@@ -36,9 +36,9 @@ from bench.common import (
     table,
     verdict,
 )
-from tests.lab import lab
-from tests.lab.cluster import cluster_inputs
-from tests.lab.llama_source import git, llama_repo, serve
+from lab import lab
+from lab.cluster import cluster_inputs
+from lab.llama_source import git, llama_repo, serve
 
 STEP = "deploys/llama_cpp.py"
 NO_CHANGE_TARGET_S = 2.0

@@ -5,7 +5,7 @@ workers, with added latency on the links, and a least-squares fit of per-token t
 
 On the first 4 Debian 12 hosts of the lab (HALO_LAB_ID, default 9): deploys/full.py converges
 halo1 (head) and halo1-halo4 (RPC workers) with the lab cluster's data (CPU backend, the tiny
-model of tests/integration/tiny_model.py). Then, for k = 0..3, deploys/head.py runs with an
+model of lab/tiny_model.py). Then, for k = 0..3, deploys/head.py runs with an
 inventory whose group rpc_workers is halo1 plus k other hosts, so llama-server on halo1 serves the
 model alone (k = 0: on its own CPU) or with every layer on the k workers (--rpc). For each k and
 each added one-way delay d, --requests POST /completion requests (--tokens tokens, ignore_eos,
@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import REPO, finish, lab_hosts, machine_note, refused_note, run_ok, table
-from tests.lab import lab
-from tests.lab.cluster import cluster_inputs
+from lab import lab
+from lab.cluster import cluster_inputs
 
 HEAD_PORT = 8080
 CHAIN = "HALO_BENCH_DELAY"

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab import lab
+from lab import lab
 
 REPO = Path(__file__).resolve().parents[1]
 LAB_INVENTORY = lab.STATE / "inventory.py"
@@ -56,7 +56,7 @@ class Run:
     @property
     def changed(self) -> dict[str, dict[str, int]]:
         """Operations that changed something (or failed), from pyinfra's Results table."""
-        from tests.integration.conftest import results
+        from lab.pyinfra_cli import results
 
         return {op: r for op, r in results(self.proc).items() if r["success"] or r["error"]}
 
@@ -143,6 +143,6 @@ def finish(keep: bool) -> None:
     """Stop the lab unless asked to keep it for the next benchmark."""
     if keep:
         print(f"bench: the lab keeps running (HALO_LAB_ID={lab.LAB_ID}); stop it with "
-              f"HALO_LAB_ID={lab.LAB_ID} .venv/bin/python -m tests.lab stop")
+              f"HALO_LAB_ID={lab.LAB_ID} .venv/bin/python -m lab stop")
     else:
         lab.stop()

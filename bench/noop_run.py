@@ -41,8 +41,8 @@ from bench.common import (
     table,
     verdict,
 )
-from tests.lab import lab
-from tests.lab.cluster import cluster_inputs
+from lab import lab
+from lab.cluster import cluster_inputs
 
 FULL = "deploys/full.py"
 MAX_RATIO = 1.5

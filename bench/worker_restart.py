@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.worker_restart [--repeat 3] [--worker halo2] [--keep]
 
-On the lab cluster of tests/lab/cluster.py (halo1 head and worker, halo2 and halo3 workers, CPU
+On the lab cluster of lab/cluster.py (halo1 head and worker, halo2 and halo3 workers, CPU
 backend, the tiny model), converged by deploys/full.py: `systemctl restart halo-rpc@50052` on the
 worker, then POST /completion (8 tokens) from this machine to the head every 0.5 s until one
 answers 200. llama.cpp's RPC client does not reconnect: the first request after the restart makes
@@ -21,8 +21,8 @@ import urllib.error
 import urllib.request
 
 from bench.common import finish, machine_note, run_ok, table
-from tests.lab import lab
-from tests.lab.cluster import HOSTS, cluster_inputs
+from lab import lab
+from lab.cluster import HOSTS, cluster_inputs
 
 HEAD, HEAD_PORT, RPC_PORT = "halo1", 8080, 50052
 HEAD_UNIT = "halo-llama-server.service"

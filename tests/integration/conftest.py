@@ -9,32 +9,17 @@ restore the default profile afterwards.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.lab import lab
-from tests.lab.gpu import GpuProfile
+from lab import lab
+from lab.gpu import GpuProfile
+from lab.pyinfra_cli import pyinfra, results
 
-REPO = Path(__file__).resolve().parents[2]
 LAB_HOSTS = ["halo1:12", "halo2:13", "halo3:12"]
-
-
-def pyinfra(*args: str, data: dict[str, str] | None = None, check: bool = False,
-            timeout: float = 1800) -> subprocess.CompletedProcess:
-    """Run the pyinfra CLI from the repo root, as a user would; returns its output and exit code."""
-    cmd = [sys.executable, "-m", "pyinfra", "-y"]
-    for key, value in (data or {}).items():
-        cmd += ["--data", f"{key}={value}"]
-    proc = subprocess.run(cmd + list(args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1", TERM="dumb", NO_COLOR="1"))
-    if check and proc.returncode != 0:
-        raise AssertionError(f"pyinfra {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def pytest_collection_modifyitems(items):
@@ -76,32 +61,6 @@ def set_gpu(lab_hosts):
         lab.set_gpu(name, GpuProfile())
 
 
-def pyinfra_facts(inventory: str, *fact_names: str, limit: str | None = None) -> dict[str, dict]:
-    """`pyinfra INVENTORY fact ...` through the CLI: {fact name: {host: value}}."""
-    args = [inventory, "fact", *fact_names] + (["--limit", limit] if limit else [])
-    proc = pyinfra(*args, check=True)
-    output = proc.stdout + proc.stderr
-    found = {}
-    for chunk in output.split("--> Fact data for: ")[1:]:
-        name, _, body = chunk.partition("\n")
-        found[name.strip()] = json.JSONDecoder().raw_decode(body.lstrip())[0]
-    return found
-
-
-def results(proc: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
-    """pyinfra's closing Results table: {operation: {"success": n, "error": n, "no_change": n}}."""
-    output = proc.stdout + proc.stderr
-    table = output.split("--> Results:")[-1].split("--> Disconnecting")[0].splitlines()[2:]
-    found = {}
-    for line in table:
-        cells = line.split()
-        if len(cells) < 4:
-            continue
-        counts = [0 if c == "-" else int(c) for c in cells[-3:]]
-        found[" ".join(cells[:-4])] = dict(zip(("success", "error", "no_change"), counts))
-    return found
-
-
 def assert_no_changes(proc: subprocess.CompletedProcess) -> None:
     """A second run: it succeeded and no operation changed anything on any host."""
     output = proc.stdout + proc.stderr
@@ -125,9 +84,9 @@ class Cluster:
 def cluster(lab_session):
     """Three Debian 12 lab hosts provisioned by deploys/full.py with the CPU backend.
 
-    The llama.cpp source (and the model) are served on the lab bridge (tests/lab/cluster.py).
+    The llama.cpp source (and the model) are served on the lab bridge (lab/cluster.py).
     """
-    from tests.lab.cluster import HOSTS, cluster_inputs
+    from lab.cluster import HOSTS, cluster_inputs
 
     hosts = lab.ensure(lab.parse_host_args(HOSTS))
     inventory = str(lab.STATE / "inventory.py")

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from tests.integration.conftest import REPO
+from lab.pyinfra_cli import REPO
 from tests.integration.test_head import UNIT, address, http, sh
 
 

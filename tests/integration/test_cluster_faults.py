@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from tests.integration.conftest import assert_no_changes
-from tests.lab import lab
+from lab import lab
 
 HEAD, WORKER = "halo1", "halo2"
 HEAD_UNIT, RPC_UNIT = "halo-llama-server.service", "halo-rpc@50052.service"

@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from tests.integration.conftest import LAB_HOSTS, REPO, assert_no_changes, pyinfra, results
-from tests.lab import lab
+from lab.pyinfra_cli import REPO, pyinfra, results
+from tests.integration.conftest import LAB_HOSTS, assert_no_changes
+from lab import lab
 
 VICTIM = "halo3"
 STEPS = ("deploys/groups.py", "deploys/grub.py")

@@ -14,8 +14,9 @@ import pytest
 
 from deploys.head import UNIT as HEAD_UNIT
 from deploys.head import USER as HEAD_USER
-from tests.integration.conftest import assert_no_changes, pyinfra
-from tests.lab import lab
+from lab.pyinfra_cli import pyinfra
+from tests.integration.conftest import assert_no_changes
+from lab import lab
 
 HEAD = "halo1"
 PORT = 50052

@@ -9,7 +9,7 @@ import pytest
 from tests.integration.conftest import assert_no_changes, inventory_with
 from tests.integration.test_cluster_faults import completes
 from tests.integration.test_rpc_worker import HEAD, PORT, can_connect, process_of, sh, without_halo3_as_worker
-from tests.lab import lab
+from lab import lab
 
 
 def head_process() -> str:

@@ -5,7 +5,7 @@ hosts had first, update-grub stops at its first step: `grub-probe --target=devic
 "failed to get canonical path of `overlay'". grub-mkconfig sets GRUB_DEVICE from grub-probe itself,
 so setting GRUB_DEVICE does not help. Pointing grub-probe at some other device, or swapping in a
 fake grub-mkconfig, would fake the very thing under test. So each lab host now gets what a real
-Debian box has (tests/lab/lab.py):
+Debian box has (lab/lab.py):
 - its root is an ext4 file system on a block device of its own, visible inside the host, so
   grub-probe resolves / as it does on a disk. The device is a loop device numbered 100 or more:
   grub-mkconfig_lib takes /dev/loop0-9 for a loop-mounted image file and probes the backing file,
@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import shlex
 
-from tests.integration.conftest import assert_no_changes, pyinfra, results
-from tests.lab import lab
-from tests.lab.gpu import GpuProfile
+from lab.pyinfra_cli import pyinfra, results
+from tests.integration.conftest import assert_no_changes
+from lab import lab
+from lab.gpu import GpuProfile
 
 PAGES_120 = str(120 * 262144)
 OURS = f"ttm.pages_limit={PAGES_120} ttm.page_pool_size={PAGES_120} amd_iommu=off"

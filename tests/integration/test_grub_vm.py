@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import assert_no_changes, pyinfra
-from tests.lab import lab
+from lab.pyinfra_cli import pyinfra
+from tests.integration.conftest import assert_no_changes
+from lab import lab
 
 pytestmark = pytest.mark.slow
 

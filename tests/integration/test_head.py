@@ -12,7 +12,7 @@ import shlex
 import pytest
 
 from tests.integration.conftest import assert_no_changes
-from tests.lab import lab
+from lab import lab
 
 HEAD = "halo1"
 PORT = 8080

@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from tests.integration.conftest import assert_no_changes, pyinfra
-from tests.lab import lab
-from tests.lab.llama_source import TAG, llama_repo, serve
+from lab.pyinfra_cli import pyinfra
+from tests.integration.conftest import assert_no_changes
+from lab import lab
+from lab.llama_source import TAG, llama_repo, serve
 
 pytestmark = pytest.mark.slow
 

@@ -3,9 +3,10 @@
 
 import pytest
 
-from tests.integration.conftest import assert_no_changes, inventory_with, pyinfra, results
-from tests.lab import lab
-from tests.lab.gpu import GpuProfile
+from lab.pyinfra_cli import pyinfra, results
+from tests.integration.conftest import assert_no_changes, inventory_with
+from lab import lab
+from lab.gpu import GpuProfile
 
 HOSTS = ("halo1", "halo2", "halo3")
 

@@ -2,8 +2,8 @@
 
 import time
 
-from tests.lab import lab
-from tests.lab.gpu import GIB, GpuProfile
+from lab import lab
+from lab.gpu import GIB, GpuProfile
 
 
 def test_hosts_run_their_debian_release_and_answer_ssh(lab_hosts):

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 from tests.integration.conftest import assert_no_changes
-from tests.lab import lab
-from tests.lab.llama_source import TAG, git, llama_repo, serve
+from lab import lab
+from lab.llama_source import TAG, git, llama_repo, serve
 
 
 def stamps(cluster) -> dict[str, dict]:

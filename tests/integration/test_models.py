@@ -1,6 +1,6 @@
 """Split models on the lab cluster: every part downloaded and checked against its own sha256, an
 interrupted transfer resumed, a wrong sha256 on one part refused with that part named and nothing
-half-written left or served. The parts come from a file server on the lab bridge (tests/lab/http_files.py);
+half-written left or served. The parts come from a file server on the lab bridge (lab/http_files.py);
 they are the tiny model split by the gguf package's writer (the lab's llama.cpp build has no gguf-split)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import secrets
 
 from tests.integration.conftest import assert_no_changes
 from tests.integration.test_head import UNIT, env_file, http, sh
-from tests.integration.tiny_model import write_tiny_split
-from tests.lab import lab
-from tests.lab.http_files import FileServer
+from lab.tiny_model import write_tiny_split
+from lab import lab
+from lab.http_files import FileServer
 
 MODELS = "/var/lib/halo-provision/models"
 

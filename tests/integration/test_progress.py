@@ -3,8 +3,8 @@
 import re
 from pathlib import Path
 
-from tests.integration.conftest import pyinfra, results
-from tests.lab import lab
+from lab.pyinfra_cli import pyinfra, results
+from lab import lab
 
 DEPLOY = '''
 from pyinfra.api import operation

@@ -29,10 +29,11 @@ from pathlib import Path
 import pytest
 
 from deploys.rocm import ROCM_PACKAGES, apt_pin, deb822_source
-from tests.integration.conftest import assert_no_changes, pyinfra, pyinfra_facts
-from tests.lab import lab
-from tests.lab.http_files import FileServer
-from tests.lab.tls import TestCA
+from lab.pyinfra_cli import pyinfra, pyinfra_facts
+from tests.integration.conftest import assert_no_changes
+from lab import lab
+from lab.http_files import FileServer
+from lab.tls import TestCA
 
 VERSION = "7.2.1"  # the default rocm_version
 SUITE_DEBIAN_12 = "jammy"  # AMD's suite for Debian 12

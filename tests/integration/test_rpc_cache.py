@@ -10,7 +10,7 @@ import pytest
 
 from deploys.head import UNIT as HEAD_UNIT
 from tests.integration.conftest import assert_no_changes, inventory_with
-from tests.lab import lab
+from lab import lab
 
 WORKER = "halo3"
 CACHE = "/var/lib/halo-rpc/rpc"

@@ -12,9 +12,10 @@ import pytest
 
 from deploys.head import UNIT as HEAD_UNIT
 from deploys.head import USER as HEAD_USER
-from tests.integration.conftest import assert_no_changes, inventory_with, results
-from tests.integration.tiny_model import write_tiny_model
-from tests.lab import lab
+from lab.pyinfra_cli import results
+from tests.integration.conftest import assert_no_changes, inventory_with
+from lab.tiny_model import write_tiny_model
+from lab import lab
 
 WORKERS = ("halo1", "halo2", "halo3")
 HEAD = "halo1"

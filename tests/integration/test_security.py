@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from tests.lab import lab
+from lab import lab
 
 HEAD = "halo1"
 # Everything the steps write: GRUB, ROCm's apt files (amd-repo), units, env and firewall files,

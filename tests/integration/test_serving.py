@@ -11,8 +11,8 @@ import shlex
 
 from tests.integration.conftest import assert_no_changes, inventory_with
 from tests.integration.test_head import ENV_FILE, HEAD, UNIT, address, env_file, http, journal_of_current_process, sh
-from tests.lab import lab
-from tests.lab.gpu import GpuProfile
+from lab import lab
+from lab.gpu import GpuProfile
 
 MIB = 1 << 20
 TEMPLATE = "/etc/halo-provision/test-chat.jinja"

@@ -16,8 +16,9 @@ import shlex
 
 import pytest
 
-from tests.integration.conftest import assert_no_changes, pyinfra, results
-from tests.lab import lab
+from lab.pyinfra_cli import pyinfra, results
+from tests.integration.conftest import assert_no_changes
+from lab import lab
 
 PAGES_120 = str(120 * 262144)
 PAGES_100 = str(100 * 262144)

@@ -3,9 +3,9 @@
 import re
 from pathlib import Path
 
-from tests.integration.conftest import pyinfra, pyinfra_facts
-from tests.lab import lab
-from tests.lab.gpu import GIB, KERNEL_RESERVED_KIB, GpuProfile
+from lab.pyinfra_cli import pyinfra, pyinfra_facts
+from lab import lab
+from lab.gpu import GIB, KERNEL_RESERVED_KIB, GpuProfile
 
 
 def test_facts_read_the_fake_values(lab_inventory):

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, pyinfra
-from tests.lab import lab
-from tests.lab.gpu import GpuProfile
+from lab.pyinfra_cli import REPO, pyinfra
+from lab import lab
+from lab.gpu import GpuProfile
 
 HOST_LAYER = ["tests/verify/test_host.py", "tests/verify/test_gpu.py"]
 PAGES_120 = 120 * 262144

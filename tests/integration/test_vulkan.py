@@ -20,8 +20,9 @@ import time
 
 import pytest
 
-from tests.integration.conftest import Cluster, assert_no_changes, pyinfra, results
-from tests.lab import lab
+from lab.pyinfra_cli import pyinfra, results
+from tests.integration.conftest import Cluster, assert_no_changes
+from lab import lab
 
 pytestmark = pytest.mark.slow  # builds ggml-vulkan's shaders: see bench/README.md for the time
 
@@ -47,7 +48,7 @@ def inventory_text(env_value: str = PROBE, halo3_env: dict | None = None) -> str
 
 @pytest.fixture(scope="module")
 def vulkan_cluster(lab_session, tmp_path_factory):
-    from tests.lab.cluster import cluster_inputs
+    from lab.cluster import cluster_inputs
 
     hosts = lab.ensure(lab.parse_host_args(VULKAN_HOSTS))
     inventory = tmp_path_factory.mktemp("vulkan") / "inventory.py"

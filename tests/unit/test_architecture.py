@@ -1,4 +1,4 @@
-"""README's "Architecture" tree names every module of deploys/ and facts/ (and nothing that is gone)."""
+"""README's "Architecture" tree names every module of deploys/, facts/ and lab/ (and nothing that is gone)."""
 
 import re
 from pathlib import Path
@@ -29,10 +29,11 @@ def tree() -> dict[str, set[str]]:
 
 def test_every_module_has_its_line_and_every_line_its_module():
     listed = tree()
-    packages = [f"{folder}{p.name}/" for folder in ("deploys/", "facts/") for p in (ROOT / folder).iterdir()
+    packages = [f"{folder}{p.name}/" for folder in ("deploys/", "facts/", "lab/") for p in (ROOT / folder).iterdir()
                 if (p / "__init__.py").exists()]
-    for folder in ("deploys/", "facts/", *packages):
-        modules = {p.name for p in (ROOT / folder).glob("*.py") if p.name != "__init__.py"}
+    for folder in ("deploys/", "facts/", "lab/", *packages):
+        modules = {p.name for p in (ROOT / folder).glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+        modules |= {p.name for p in (ROOT / folder).glob("*.sh")}
         modules |= {p.name + "/" for p in (ROOT / folder).iterdir() if p.is_dir() and p.name != "__pycache__"}
         assert listed.get(folder) == modules, (
             f"README's Architecture tree under {folder}: missing {sorted(modules - listed.get(folder, set()))}, "

@@ -13,7 +13,7 @@ from pyinfra_cli.util import parse_cli_arg
 
 from deploys.settings import SettingsError, validate_inventory
 from tests.integration.bad_inputs import CASES, UNIT_CASES, fill, write_inventory
-from tests.lab import lab
+from lab import lab
 
 REPO = Path(__file__).resolve().parents[2]
 FIX = "Fix it in the inventory's host data or group_data/all.py."

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = sorted(
     ".".join(path.relative_to(ROOT).with_suffix("").parts)
-    for folder in ("deploys", "facts", "tests/lab")
+    for folder in ("deploys", "facts", "lab")
     for path in [*(ROOT / folder).glob("*.py"), *(ROOT / folder).glob("*/*.py")]
     if path.name not in ("__init__.py", "__main__.py", "full.py")  # full.py is a deploy file: it runs on import
     and "scripts" not in path.parts and "__pycache__" not in path.parts

@@ -11,7 +11,7 @@ import pytest
 
 from deploys.head import model_file
 from deploys.models import download_script
-from tests.lab.http_files import FileServer
+from lab.http_files import FileServer
 from tests.unit.test_serving import head, problems
 
 needs_tools = pytest.mark.skipif(not (shutil.which("bash") and shutil.which("curl") and shutil.which("numfmt")),

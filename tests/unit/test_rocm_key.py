@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from deploys.rocm import key_script
-from tests.lab.http_files import FileServer
-from tests.lab.tls import TestCA
+from lab.http_files import FileServer
+from lab.tls import TestCA
 
 
 def make_key(name: str) -> tuple[bytes, str]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 
-from tests.integration.tiny_model import write_tiny_model
-from tests.lab import lab
-from tests.lab.llama_source import TAG, llama_repo, serve
+from lab import lab
+from lab.llama_source import TAG, llama_repo, serve
+from lab.tiny_model import write_tiny_model
 
 HOSTS = ["halo1:12", "halo2:12", "halo3:12"]  # one distro: llama.cpp is built once and copied
 

@@ -1,6 +1,6 @@
 """A tiny but valid llama GGUF model for tests: llama-server loads it and completes (garbage) text.
 
-    from tests.integration.tiny_model import write_tiny_model
+    from lab.tiny_model import write_tiny_model
     path = write_tiny_model(tmp_path / "tiny.gguf")      # about 2 MB, the same bytes every time
     # llama-server -m tiny.gguf --rpc w1:50052,w2:50052 -ngl all   -> layers spread over the workers
 
@@ -9,7 +9,7 @@ f16 weights from a fixed seed (so the file and its sha256 never change), and a S
 vocabulary: <unk> <s> </s>, the 256 byte-fallback tokens <0x00>..<0xFF>, then "▁" and printable
 ASCII characters, so any text tokenizes.
 
-    python -m tests.integration.tiny_model /tmp/tiny.gguf
+    python -m lab.tiny_model /tmp/tiny.gguf
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Command line of the test lab: `python -m tests.lab start 3`, `... stop`, `... status`."""
+"""Command line of the test lab: `python -m lab start 3`, `... stop`, `... status`."""
 
 import json
 import sys
 
-from tests.lab import lab
+from lab import lab
 
 
 def main(argv: list[str]) -> int:
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
                 print(f"{host.name}\t{host.address}\tDebian {host.release}\t"
                       f"{'running' if lab.is_alive(host) else 'stopped'}")
         else:
-            print("usage: python -m tests.lab start [N | name:release ...] | stop | status", file=sys.stderr)
+            print("usage: python -m lab start [N | name:release ...] | stop | status", file=sys.stderr)
             return 2
     except lab.LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)

@@ -10,10 +10,10 @@ has a Debian kernel for grub.cfg.
 The fake GPU is only what the kernel would expose: files under /var/lib/halo-lab/sysfs in the host,
 laid over /sys/class/drm, /sys/class/kfd, /sys/module/ttm, ... at boot (fake-sysfs.sh).
 
-    python -m tests.lab start 3                  # halo1 (Debian 12), halo2 (13), halo3 (12)
-    python -m tests.lab start halo1:12 halo2:13  # names and Debian releases
-    python -m tests.lab start halo1:forky        # Debian testing: its archive has a HIP for llama.cpp
-    python -m tests.lab stop                     # nothing is left behind
+    python -m lab start 3                  # halo1 (Debian 12), halo2 (13), halo3 (12)
+    python -m lab start halo1:12 halo2:13  # names and Debian releases
+    python -m lab start halo1:forky        # Debian testing: its archive has a HIP for llama.cpp
+    python -m lab stop                     # nothing is left behind
 
 ``start`` writes, in ``HALO_LAB_STATE`` (default /var/lib/halo-lab): ``inventory.py`` (for
 pyinfra), ``hosts.txt`` (the --hosts list for testinfra) and ``ssh_config`` (for ssh and testinfra).
@@ -34,7 +34,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tests.lab.gpu import GpuProfile, write_fake_sysfs
+from lab.gpu import GpuProfile, write_fake_sysfs
 
 LAB_DIR = Path(__file__).resolve().parent
 # HALO_LAB_ID (0-9) lets several labs run side by side: each has its own state, bridge and subnet.
@@ -479,7 +479,7 @@ def inventory_text(hosts: list[LabHost]) -> str:
             "rpc_bind_address": host.address,
         }
         return f"    ({host.name!r}, {data!r}),"
-    lines = ['"""The running test lab (written by tests/lab; do not edit)."""', "", "rpc_workers = ["]
+    lines = ['"""The running test lab (written by lab/lab.py; do not edit)."""', "", "rpc_workers = ["]
     lines += [entry(h) for h in hosts]
     lines += ["]", "", f"head = [{hosts[0].name!r}]", ""]
     return "\n".join(lines)

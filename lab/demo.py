@@ -1,11 +1,11 @@
 """The main job on the built-in lab: boot three hosts, provision them with deploys/full.py, verify.
 
-    python -m tests.lab.demo        # (scripts/demo runs this after setup)
+    python -m lab.demo              # (scripts/demo runs this after setup)
 
 Three Debian 12 lab hosts with a fake Strix Halo GPU (halo1 head and worker, halo2 and halo3 workers)
 are provisioned through pyinfra over SSH exactly as real boxes would be, with the CPU backend and
 the llama.cpp source and model served on the lab bridge. Then deploys/verify.py prints the verified
-result. The lab keeps running; `python -m tests.lab stop` ends it.
+result. The lab keeps running; `python -m lab stop` ends it.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.lab import lab
-from tests.lab.cluster import HOSTS, cluster_inputs
-
-REPO = Path(__file__).resolve().parents[2]
+from lab import lab
+from lab.cluster import HOSTS, cluster_inputs
+from lab.pyinfra_cli import REPO
 
 
 def pyinfra(inventory: str, deploy: str, data: dict[str, str]) -> int:
@@ -82,7 +81,7 @@ Next:
   The testinfra suite:                    .venv/bin/pytest tests/verify --hosts=$(cat {state}/hosts.txt) \\
                                             --ssh-config={state}/ssh_config --inventory={inventory}
   A shell on the head:                    ssh -F {state}/ssh_config {head.name}
-  Stop the lab (nothing is left behind):  .venv/bin/python -m tests.lab stop"""
+  Stop the lab (nothing is left behind):  .venv/bin/python -m lab stop"""
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ break off on purpose, and a log of what was asked.
     server.requests                                    # [("GET", "/m-00002-of-00003.gguf", "bytes=4096-"), ...]
     server.close()
 
-With `tls` (an ssl.SSLContext, e.g. from tests/lab/tls.py's TestCA) it serves https:// instead.
+With `tls` (an ssl.SSLContext, e.g. from lab/tls.py's TestCA) it serves https:// instead.
 """
 
 from __future__ import annotations

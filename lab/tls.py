@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.lab import lab
+from lab import lab
 
 TRUSTED_NAME = "halo-lab-test-ca.crt"  # in /usr/local/share/ca-certificates on the lab host
 

@@ -20,7 +20,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from tests.lab.lab import CACHE
+from lab.lab import CACHE
 
 LLAMA_CPP_PYTHON = "0.3.36"
 TAG = f"lab-{LLAMA_CPP_PYTHON}"
