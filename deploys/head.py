@@ -62,7 +62,9 @@ from deploys.models import download_script, part_url, token_file_problem, url_na
 from deploys.progress import long_work
 from deploys.serving import ARGS_VARIABLE, server_args, supported_by_build, tuning_env
 from deploys.settings import Settings, SettingsError, settings
+from deploys.settings.fields import unscoped
 from facts.distro import Distro
+from facts.network import RouteSources
 from facts.llama_server import API_KEY_FILE_ENV, HttpStatus, LlamaServerHelp, LlamaServerStatus
 from facts.services import UnitStates
 
@@ -420,6 +422,10 @@ def head() -> None:
         problem = token_file_problem(host.get_fact(File, path=s.model_hf_token_file))
         if problem:
             problems.append(s._problem("model_hf_token_file", problem))
+    used = sorted({str(unscoped(w.rpc_connect_address)) for w in workers
+                   if w.rpc_connect_address is not None and topology.servers_for(w, s.host_name)})
+    if used and s.head_source_address is not None:  # the workers' firewalls admit the head's address only
+        problems += topology.route_problems(s, workers, host.get_fact(RouteSources, addresses=used))
     if problems:
         raise SettingsError(problems)
     model = model_file(s)

@@ -77,6 +77,41 @@ def firewall_sources(inventory: Inventory) -> list[IPAddress]:
     return sorted((a for a in found if a is not None), key=lambda a: (a.version, a))
 
 
+def route_problems(head: Settings, workers: list[Settings], routes: dict[str, str]) -> list[str]:
+    """The head's routes to the RPC workers it uses (`routes`: facts.network.RouteSources on the head)
+    leave from another address than the one their firewalls admit (head_source_address): refused.
+
+    >>> from pyinfra.api import Inventory
+    >>> from deploys.settings import validate_inventory
+    >>> valid = validate_inventory(Inventory(([("h", {"ssh_hostname": "192.168.1.4"}),
+    ...     ("w", {"rpc_bind_address": "10.151.0.12"})], {}), head=(["h"], {}), rpc_workers=(["w"], {})))
+    >>> route_problems(valid["h"], [valid["w"]], {"10.151.0.12": "192.168.1.4"})
+    []
+    >>> print(route_problems(valid["h"], [valid["w"]], {"10.151.0.12": "10.151.0.11"})[0])  # doctest: +ELLIPSIS
+    h: rpc_bind_address = None is invalid: the RPC workers' firewalls admit head h from 192.168.1.4 (its ssh_hostname), but h's route to w (10.151.0.12) leaves from 10.151.0.11, so w would refuse it; expected h's address toward the workers, '10.151.0.11'. Fix it in the inventory's host data of h.
+    """
+    source = head.head_source_address
+    if source is None:
+        return []
+    origin = ("rpc_bind_address" if head.rpc_bind_address is not None else
+              "head_bind_address" if head.head_bind_address == source else "ssh_hostname")
+    refused: dict[str, list[str]] = {}
+    for worker in workers:
+        address = worker.rpc_connect_address
+        if address is None or not servers_for(worker, head.host_name):
+            continue
+        got = routes.get(str(unscoped(address)))
+        if got is not None and ipaddress.ip_address(got) != unscoped(source):
+            refused.setdefault(got, []).append(f"{worker.host_name} ({address})")
+    return [head._problem(
+        "rpc_bind_address", f"the RPC workers' firewalls admit head {head.host_name} from {source} (its {origin}), "
+        f"but {head.host_name}'s route to {' and '.join(names)} leaves from {got}, so "
+        f"{'they' if len(names) > 1 else names[0].split()[0]} would refuse it; expected {head.host_name}'s address "
+        f"toward the workers, {got!r}",
+        fix=None if head.rpc_bind_address is not None else f"the inventory's host data of {head.host_name}")
+        for got, names in refused.items()]
+
+
 # -- who builds llama.cpp and who gets a copy ------------------------------------------------------
 
 @dataclass
@@ -321,7 +356,11 @@ def _network(address: IPAddress) -> ipaddress.IPv4Network | ipaddress.IPv6Networ
 
 def head_source_warnings(valid: dict[str, Settings]) -> list[str]:
     """A head whose address for the workers' firewalls comes from head_bind_address or ssh_hostname, on
-    another network than every worker: it likely connects from another address, which they refuse."""
+    another network than every worker: it likely connects from another address, which they refuse.
+
+    A warning, not an error: the data holds no netmasks (a /16 cluster link is fine), so the network is
+    a guess. The head step then reads the head's routes to its workers (route_problems) and stops before
+    any change when they leave from another address: that is certain."""
     workers = [s.rpc_connect_address for s in valid.values() if s.is_rpc_worker and s.rpc_connect_address]
     found = []
     for s in valid.values():
@@ -335,7 +374,9 @@ def head_source_warnings(valid: dict[str, Settings]) -> list[str]:
             f"{s.host_name}: the RPC workers' firewalls accept head {s.host_name} from {source} ({variable}), but "
             f"no worker is on its network ({_network(source)}): {s.host_name} connects to them from its "
             "address toward them, which they would refuse. Set rpc_bind_address of "
-            f"{s.host_name} to its cluster-link address in {s._fix.get('rpc_bind_address', DEFAULT_FIX)}."
+            f"{s.host_name} to its cluster-link address in {s._fix.get('rpc_bind_address', DEFAULT_FIX)}. (The "
+            f"network is a guess from a /{_network(source).prefixlen}; the head step reads {s.host_name}'s routes to "
+            "the workers and stops before any change if they leave from another address.)"
         )
     return found
 

@@ -107,3 +107,26 @@ def test_groups_fails_a_host_whose_gpu_user_does_not_exist(lab_hosts, tmp_path):
     assert "halo3: gpu_users = ['no-such-user'], but no user no-such-user exists on this host" in text
     assert "does not create users" in text
     assert lab.ssh("halo3", "id no-such-user", check=False).returncode != 0  # not created
+
+
+# -- the head's route to its RPC workers -----------------------------------------------------------
+
+
+def test_a_head_whose_route_to_a_worker_leaves_from_another_address_is_stopped(lab_inventory):
+    """halo1's route to halo2 leaves from a second address of halo1, not from its rpc_bind_address, the
+    one the workers' firewalls admit: the head step reads the route (ip route get) and stops the run
+    before any change, naming the address to set."""
+    halo1, halo2 = (next(h.address for h in lab.load_hosts() if h.name == n) for n in ("halo1", "halo2"))
+    second = halo1.rsplit(".", 1)[0] + ".211"
+    device = lab.ssh("halo1", f"ip -o route get {halo2}").stdout.split(" dev ")[1].split()[0]
+    lab.ssh("halo1", f"ip addr add {second}/32 dev {device} && ip route add {halo2}/32 dev {device} src {second}")
+    try:
+        proc = pyinfra(lab_inventory, "deploys/head.py", "--limit", "halo1")
+    finally:
+        lab.ssh("halo1", f"ip route del {halo2}/32; ip addr del {second}/32 dev {device}", check=False)
+    assert proc.returncode != 0
+    assert (f"halo1: rpc_bind_address = '{halo1}' is invalid: the RPC workers' firewalls admit head halo1 from "
+            f"{halo1} (its rpc_bind_address), but halo1's route to halo2 ({halo2}) leaves from {second}, so halo2 "
+            f"would refuse it; expected halo1's address toward the workers, '{second}'.") in output(proc), output(proc)
+    assert "halo3" not in output(proc).split("is invalid:")[1].split("\n")[0]  # halo3's route is halo1's own address
+    assert "--> Starting operation" not in output(proc)

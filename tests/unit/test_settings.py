@@ -498,3 +498,41 @@ def test_an_ipv6_scope_that_is_no_interface_name_is_refused(scope):
     assert len(problems) == 1 and problems[0].startswith(f"halo2: rpc_bind_address = {f'fe80::12%{scope}'!r} is "
                                                          "invalid: expected the IPv4 or IPv6 address"), problems
     assert "'fe80::12%eth1'" in problems[0]
+
+
+# --- issue 13 class 5: addresses judged as the network sees them ------------------------------------
+
+
+def test_an_ipv4_mapped_address_duplicates_the_ipv4_address():
+    # '::ffff:10.151.0.13' is halo3's 10.151.0.13: two RPC servers on one address:port
+    (problem,) = problems_of(lab_inventory({"rpc_bind_address": "::ffff:10.151.0.13"}))
+    assert problem.startswith("halo3: rpc_bind_address = '10.151.0.13' is invalid: halo2 already runs an RPC "
+                              "server on 10.151.0.13:50052"), problem
+
+
+def test_one_link_local_address_with_two_scopes_is_one_address_on_the_link():
+    hosts = [("w1", {"rpc_bind_address": "fe80::12%eth0"}), ("w2", {"rpc_bind_address": "fe80::12%eth1"})]
+    problems = problems_of(Inventory((hosts, {}), rpc_workers=(["w1", "w2"], {}), head=(["w1"], {})))
+    assert any(p.startswith("w2: rpc_bind_address = 'fe80::12%eth1' is invalid: w1 already runs an RPC server "
+                            "on [fe80::12]:50052") for p in problems), problems
+
+
+@pytest.mark.parametrize("variable", ["rpc_bind_address", "head_bind_address"])
+def test_a_link_local_address_without_its_interface_is_refused(variable):
+    (problem,) = problems_of(lab_inventory({variable: "fe80::12"}))
+    assert problem.startswith(f"halo2: {variable} = 'fe80::12' is invalid: a link-local IPv6 address means "
+                              "something only on one interface; expected it with its interface, such as "
+                              "'fe80::12%eth1'"), problem
+
+
+@pytest.mark.parametrize("address, private", [
+    ("100.64.0.1", True), ("100.127.255.254", True), ("100.100.100.100", True),  # CGNAT, Tailscale's range
+    ("100.63.255.254", False), ("100.128.0.1", False), ("::ffff:100.64.0.1", True), ("::ffff:100.128.0.1", False),
+])
+def test_cgnat_is_a_private_link_and_its_neighbours_are_public(address, private):
+    inventory = lab_inventory({"rpc_bind_address": address})
+    if private:
+        assert validate_inventory(inventory)["halo2"].rpc_bind_address.is_global is False
+    else:
+        (problem,) = problems_of(inventory)
+        assert "it listens on a public address" in problem and "rpc_allow_any_address = True" in problem
