@@ -28,13 +28,13 @@ table and removes the unit and rules files.
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.server import Which
 from pyinfra.operations import files, server, systemd
 
+from deploys import shipped
 from deploys.common import install_packages
 from deploys.head import USER as LLAMA_SERVER_USER
 from deploys.head import service_user
@@ -49,8 +49,6 @@ ENV_DIR = "/etc/halo-provision"
 FIREWALL_RULES = f"{ENV_DIR}/firewall.nft"
 NFT = "/usr/sbin/nft"
 NFT_TABLE = "halo_provision"
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 
 
 def _family(address: IPAddress) -> str:
@@ -110,13 +108,6 @@ def load_rules_command(rules: str = FIREWALL_RULES) -> str:
     return f"{nft} -c -f {path} && {nft} -f {path} || {{ mv -f {path} {refused}; exit 1; }}"
 
 
-def render(name: str, **data) -> str:
-    """A template of templates/ rendered as files.template renders it in this step (for tests)."""
-    from pyinfra.api.util import get_template
-
-    return get_template(str(TEMPLATES / name), dict(JINJA)).render(data)
-
-
 @deploy("Load the halo-provision firewall")
 def firewall() -> None:
     s = settings(host)
@@ -126,11 +117,13 @@ def firewall() -> None:
         service_user()
     if not host.get_fact(Which, command="nft"):  # only this step installs it: no apt update when present
         install_packages(host.get_fact(Distro), "Install nftables", ["nftables"], cache_time=3600)
-    rules = files.template(name="Write the RPC firewall rules", src=str(TEMPLATES / "etc/halo-provision/firewall.nft.j2"),
-                           dest=FIREWALL_RULES, mode="644", jinja_env_kwargs=dict(JINJA),
+    rules = files.template(name="Write the RPC firewall rules",
+                           src=shipped.template("etc/halo-provision/firewall.nft.j2"), dest=FIREWALL_RULES,
+                           mode="644", jinja_env_kwargs=dict(shipped.JINJA),
                            **firewall_data(s, host.inventory))
-    unit = files.template(name=f"Install {FIREWALL_UNIT}", src=str(TEMPLATES / f"etc/systemd/system/{FIREWALL_UNIT}.j2"),
-                          dest=f"/etc/systemd/system/{FIREWALL_UNIT}", mode="644", jinja_env_kwargs=dict(JINJA),
+    unit = files.template(name=f"Install {FIREWALL_UNIT}",
+                          src=shipped.template("etc/systemd/system/halo-firewall.service.j2"),
+                          dest=f"/etc/systemd/system/{FIREWALL_UNIT}", mode="644", jinja_env_kwargs=dict(shipped.JINJA),
                           nft=NFT, rules=FIREWALL_RULES, table=NFT_TABLE)
     systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
     # Changed rules are loaded by nft itself, not by `systemctl reload`: systemd 252 has been seen to fail

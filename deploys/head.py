@@ -44,17 +44,15 @@ import ipaddress
 import re
 import shlex
 from io import StringIO
-from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
-from pyinfra.api.util import get_template
 from pyinfra.facts.files import File, FileContents
 from pyinfra.facts.server import Which
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploys import topology
+from deploys import shipped, topology
 from deploys.common import env_file_line, failure, install_packages
 from deploys.fit import fits, gather, serving_rpc
 from deploys.groups import GPU_GROUPS
@@ -71,13 +69,11 @@ from facts.services import UnitStates
 USER = "llama-server"
 UNIT = "halo-llama-server.service"
 ENV_FILE = "/etc/halo-provision/llama-server.env"
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-UNIT_TEMPLATE = TEMPLATES / "etc/systemd/system/halo-llama-server.service.j2"
+UNIT_TEMPLATE = "etc/systemd/system/halo-llama-server.service.j2"
 WAIT_RPC = "/usr/local/libexec/halo-provision/wait-rpc-servers"
-WAIT_RPC_TEMPLATE = TEMPLATES / f"{WAIT_RPC.lstrip('/')}.j2"
+WAIT_RPC_TEMPLATE = "usr/local/libexec/halo-provision/wait-rpc-servers.j2"
 RPC_WAIT_S = 60  # ExecStartPre waits this long for the RPC servers, then systemd tries again
 RESTART_S = 3  # systemd starts llama-server again this long after it exited
-JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 PROGRESS_EVERY_S = 15
 
 
@@ -203,7 +199,7 @@ def unit_data(s: Settings) -> dict:
 
 def render_unit(s: Settings) -> str:
     """halo-llama-server.service as files.template renders it in this step (for tests)."""
-    return get_template(str(UNIT_TEMPLATE), dict(JINJA)).render(unit_data(s))
+    return shipped.render(UNIT_TEMPLATE, **unit_data(s))
 
 
 def wait_rpc_data() -> dict:
@@ -213,7 +209,7 @@ def wait_rpc_data() -> dict:
 
 def render_wait_rpc() -> str:
     """The wait-rpc-servers script as files.template renders it in this step (for tests)."""
-    return get_template(str(WAIT_RPC_TEMPLATE), dict(JINJA)).render(wait_rpc_data())
+    return shipped.render(WAIT_RPC_TEMPLATE, **wait_rpc_data())
 
 
 def wait_rpc_command(rpc: list[str], timeout_s: int) -> StringCommand:
@@ -457,10 +453,12 @@ def head() -> None:
     supported_by_build(name="Check this build of llama-server takes the tuning settings", s=s, binary=binary(s))
     rpc_list = lambda: serving_rpc(s, model, head_gpus, rpc_gpus, endpoints)  # noqa: E731
     env = server_env_file(name="Write the llama-server settings", s=s, model=model, rpc=rpc_list)
-    files.template(name="Install the wait for the RPC servers", src=str(WAIT_RPC_TEMPLATE), dest=WAIT_RPC,
-                   user="root", group="root", mode="755", jinja_env_kwargs=dict(JINJA), **wait_rpc_data())
-    unit = files.template(name=f"Install {UNIT}", src=str(UNIT_TEMPLATE), dest=f"/etc/systemd/system/{UNIT}",
-                          mode="644", jinja_env_kwargs=dict(JINJA), **unit_data(s))
+    files.template(name="Install the wait for the RPC servers", src=shipped.template(WAIT_RPC_TEMPLATE),
+                   dest=WAIT_RPC, user="root", group="root", mode="755", jinja_env_kwargs=dict(shipped.JINJA),
+                   **wait_rpc_data())
+    unit = files.template(name=f"Install {UNIT}", src=shipped.template(UNIT_TEMPLATE),
+                          dest=f"/etc/systemd/system/{UNIT}", mode="644", jinja_env_kwargs=dict(shipped.JINJA),
+                          **unit_data(s))
     systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
     systemd.service(name=f"Start {UNIT} at every boot", service=UNIT, running=None, enabled=True)
     serving(name="Run llama-server with the current settings and build", s=s,

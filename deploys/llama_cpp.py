@@ -30,6 +30,7 @@ from pyinfra.api import (
     operation,
 )
 
+from deploys import shipped
 from deploys.common import failure_unless, install_packages
 from deploys.rocm import refuse_unsupported_rocm, rocm_prefix
 from deploys.runcache import once_per_run
@@ -66,7 +67,6 @@ RUNTIME_PACKAGES = {
     ("dnf", "vulkan"): ["libgomp", "vulkan-loader", "mesa-vulkan-drivers"],
     ("dnf", "hip"): ["libgomp"],
 }
-SCRIPTS = Path(__file__).resolve().parent / "scripts"  # the shell the build and copy steps run on hosts
 ARTIFACTS = Path.home() / ".cache" / "halo-provision" / "llama.cpp"  # copies on the pyinfra machine
 
 
@@ -109,16 +109,6 @@ def rocm_path(s: Settings) -> str:
     return rocm_prefix(s.rocm_source, s.rocm_version)
 
 
-def script_command(script: str, env: dict[str, str], args: list[str] = ()) -> StringCommand:
-    """`env K=V ... bash -c <script file's text> <name> ARGS...`: every value a quoted word of its own.
-
-    The scripts live in deploys/scripts/ and take host data only as environment and arguments.
-    """
-    text = (SCRIPTS / script).read_text()
-    words = ["env", *(f"{k}={v}" for k, v in env.items()), "bash", "-c", text, script.removesuffix(".sh"), *args]
-    return StringCommand(*(shlex.quote(w) for w in words))
-
-
 def build_env(s: Settings, flags: list[str], jobs: int | None) -> dict[str, str]:
     """The environment of deploys/scripts/llama-build.sh (the CMake arguments go as its arguments)."""
     env = {"HALO_PREFIX": s.llama_cpp_prefix, "HALO_REPO": s.llama_cpp_repo, "HALO_REF": s.llama_cpp_ref,
@@ -132,7 +122,7 @@ def build_env(s: Settings, flags: list[str], jobs: int | None) -> dict[str, str]
 @operation(is_idempotent=False)
 def build(s: Settings, flags: list[str], jobs: int | None):
     """Clone or fetch, build at the pinned commit, check the binaries, then move `current`."""
-    yield script_command("llama-build.sh", build_env(s, flags, jobs), flags)
+    yield shipped.script_command("llama-build.sh", build_env(s, flags, jobs), flags)
 
 
 def _clear_artifacts(state, host, artifact: Path) -> None:
@@ -160,7 +150,8 @@ def unpack(prefix: str, artifact: Path, builder: str):
     yield failure_unless(artifact.exists, f"no llama.cpp build came from {builder} in this run (its build "
                          "failed?): nothing to copy")
     yield FileUploadCommand(str(artifact), remote)
-    yield script_command("llama-unpack.sh", {"HALO_PREFIX": prefix, "HALO_ARCHIVE": remote, "HALO_BUILDER": builder})
+    yield shipped.script_command("llama-unpack.sh",
+                                 {"HALO_PREFIX": prefix, "HALO_ARCHIVE": remote, "HALO_BUILDER": builder})
 
 
 def artifact(plan: Plan) -> Path:

@@ -38,10 +38,10 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
-from pyinfra.api.util import get_template
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from deploys import shipped
 from deploys.common import env_file_line, failure, warn
 from deploys.groups import GPU_GROUPS
 from deploys.settings import IPAddress, RpcInstance, settings
@@ -59,22 +59,7 @@ from facts.rpc_worker import (
 
 USER = "llama-rpc"
 UNIT = "halo-rpc@.service"
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-SCRIPTS = Path(__file__).resolve().parent / "scripts"
 CACHE_PRUNE = "/usr/local/libexec/halo-provision/rpc-cache-prune"  # deploys/scripts/rpc-cache-prune.sh
-JINJA = {"trim_blocks": True, "lstrip_blocks": True}
-
-
-def template(name: str) -> str:
-    return str(TEMPLATES / name)
-
-
-def render(name: str, **data) -> str:
-    """A template of templates/ rendered as files.template renders it in this step (for tests), e.g.
-
-        render("etc/halo-provision/rpc.env.j2", **env_data(IPv4Address("10.151.0.12"), RpcInstance(port=50052), stamp))
-    """
-    return get_template(template(name), dict(JINJA)).render(data)
 
 
 def env_path(port: int) -> str:
@@ -191,9 +176,9 @@ def rpc_unit(prefix: str, ref: str):
     if stamp is None:
         yield _no_build(prefix)
         return
-    yield from files.template._inner(src=template("etc/systemd/system/halo-rpc@.service.j2"),
+    yield from files.template._inner(src=shipped.template("etc/systemd/system/halo-rpc@.service.j2"),
                                      dest=f"/etc/systemd/system/{UNIT}", mode="644",
-                                     jinja_env_kwargs=dict(JINJA), **unit_data(prefix, stamp))
+                                     jinja_env_kwargs=dict(shipped.JINJA), **unit_data(prefix, stamp))
 
 
 @operation()
@@ -205,8 +190,8 @@ def rpc_env_file(prefix: str, ref: str, address: IPAddress, server: RpcInstance,
     if stamp is None:
         yield _no_build(prefix)
         return
-    yield from files.template._inner(src=template("etc/halo-provision/rpc.env.j2"), dest=env_path(server.port),
-                                     user="root", group="root", mode="600", jinja_env_kwargs=dict(JINJA),
+    yield from files.template._inner(src=shipped.template("etc/halo-provision/rpc.env.j2"), dest=env_path(server.port),
+                                     user="root", group="root", mode="600", jinja_env_kwargs=dict(shipped.JINJA),
                                      **env_data(address, server, stamp, rpc_env, cache_max_mib))
 
 
@@ -293,7 +278,7 @@ def rpc_worker() -> None:
                 shell="/usr/sbin/nologin", groups=list(GPU_GROUPS), ensure_home=False,
                 comment="llama.cpp RPC server")
 
-    files.put(name="Install the RPC tensor cache pruner", src=str(SCRIPTS / "rpc-cache-prune.sh"),
+    files.put(name="Install the RPC tensor cache pruner", src=shipped.script("rpc-cache-prune.sh"),
               dest=CACHE_PRUNE, mode="755", create_remote_dir=True)
     unit = rpc_unit(name=f"Install {UNIT}", prefix=prefix, ref=ref)
     systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)

@@ -12,7 +12,6 @@ import pytest
 
 from deploys.llama_cpp import (
     BUILD_PACKAGES,
-    SCRIPTS,
     build,
     build_env,
     build_id,
@@ -20,9 +19,9 @@ from deploys.llama_cpp import (
     host_key,
     is_commit,
     rocm_path,
-    script_command,
 )
 from deploys.settings import Settings
+from deploys.shipped import SCRIPTS, script_command
 from facts.llama_cpp import STAMP, parse_stamp
 
 

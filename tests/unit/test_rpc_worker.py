@@ -15,12 +15,12 @@ from deploys.rpc_worker import (
     firewalld_commands,
     firewalld_rpc_rules,
     remove_stale_instances,
-    render,
     ufw_commands,
     ufw_rpc_rules,
     unit_data,
 )
 from deploys.settings import RpcInstance, SettingsError, validate_inventory
+from deploys.shipped import render
 from deploys.topology import firewall_sources as head_addresses
 from facts.rpc_worker import (
     FirewalldRpcRules,
