@@ -14,6 +14,8 @@ from typing import TypedDict
 
 from pyinfra.api import FactBase
 
+from facts import parts
+
 MEM_KEYS = ("vram_total", "vram_used", "gtt_total", "gtt_used")
 
 
@@ -68,19 +70,15 @@ class GpuMemory(FactBase[list[CardMemory]]):
 
     def process(self, output: list[str]) -> list[CardMemory]:
         cards: list[CardMemory] = []
-        card = None
-        for line in output:
-            line = line.strip()
-            if line.startswith("## "):
-                name = line[3:].strip()
-                card = None
-                if re.fullmatch(r"card[0-9]+", name):
-                    card = CardMemory(card=name, **dict.fromkeys(MEM_KEYS))
-                    cards.append(card)
-            elif card is not None:
-                key, _, value = line.partition("=")
+        for name, lines in parts(output):
+            if not re.fullmatch(r"card[0-9]+", name):
+                continue
+            card = CardMemory(card=name, **dict.fromkeys(MEM_KEYS))
+            for line in lines:
+                key, _, value = line.strip().partition("=")
                 if key in MEM_KEYS:
                     card[key] = to_int(value)
+            cards.append(card)
         return cards
 
 
@@ -165,19 +163,17 @@ class KfdGpuNodes(FactBase[list[KfdNode]]):
 
     def process(self, output: list[str]) -> list[KfdNode]:
         nodes: list[tuple[int, dict, dict]] = []
-        section = None
-        for line in output:
-            line = line.strip()
-            if line.startswith("## node "):
-                number = line[8:].strip()
-                section = None
-                if number.isdigit() and number.isascii():
-                    nodes.append((int(number), {}, {}))
-                    section = nodes[-1][1]
-            elif line == "## mem_bank":
-                section = nodes[-1][2] if section is not None else None
-            elif section is not None:
-                key, _, value = line.partition(" ")
+        node = None  # the node the lines belong to: its properties, then its mem_bank
+        for name, lines in parts(output):
+            if name.startswith("node "):
+                number = name[5:].strip()
+                node = (int(number), {}, {}) if number.isdigit() and number.isascii() else None
+                nodes += [node] if node else []
+                section = node[1] if node else None
+            else:
+                section = node[2] if node and name == "mem_bank" else None
+            for line in lines if section is not None else []:
+                key, _, value = line.strip().partition(" ")
                 section[key] = value
 
         result: list[KfdNode] = []

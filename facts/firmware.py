@@ -15,6 +15,8 @@ from typing import TypedDict
 
 from pyinfra.api import FactBase
 
+from facts import parts
+
 
 def package_query(deb: list[str], rpm: list[str]) -> str:
     """
@@ -127,12 +129,10 @@ class MesFirmware(FactBase[list[MesInfo] | None]):
 
     def process(self, output: list[str]) -> list[MesInfo] | None:
         nodes: list[MesInfo] = []
-        for line in output:
-            line = line.strip()
-            if line.startswith("## dri "):
-                nodes.append(MesInfo(dri=line[7:].strip(), mes=None, mes_kiq=None))
+        for name, lines in parts(output):
+            if not name.startswith("dri "):
                 continue
-            match = _MES_LINE.match(line)
-            if nodes and match:
+            nodes.append(MesInfo(dri=name[4:].strip(), mes=None, mes_kiq=None))
+            for match in filter(None, (_MES_LINE.match(line.strip()) for line in lines)):
                 nodes[-1][match.group(1).lower()] = int(match.group(2), 16)
         return nodes or None

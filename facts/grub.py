@@ -18,17 +18,10 @@ from typing import TypedDict
 from pyinfra.api import FactBase
 
 from facts import sections
-from facts.kernel import parse_cmdline
+from facts.kernel import parse_cmdline, unquote
 
 GRUB_DEFAULT = "/etc/default/grub"
 GRUB_CFG = "/boot/grub/grub.cfg"
-
-
-def _unquote(value: str) -> str:
-    """Drop the double quotes grubby puts around a value (either one alone, if the output was cut)."""
-    value = value.strip()
-    value = value[1:] if value.startswith('"') else value
-    return value[:-1] if value.endswith('"') else value
 
 
 class GrubbyKernel(TypedDict):
@@ -66,7 +59,7 @@ class GrubbyKernels(FactBase[list[GrubbyKernel]]):
             if key == "index":
                 entries.append({})
             if entries:
-                entries[-1][key] = _unquote(value)
+                entries[-1][key] = unquote(value.strip())  # grubby's quotes (one alone if cut)
         kernels: list[GrubbyKernel] = []
         for entry in entries:
             index = entry.get("index", "")

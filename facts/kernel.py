@@ -82,8 +82,12 @@ class KernelRelease(FactBase[KernelReleaseInfo | None]):
         return KernelReleaseInfo(release=release, version=str(version) if version else None)
 
 
-def _unquote(text: str) -> str:
-    """Drop one leading and one trailing double quote, as the kernel does."""
+def unquote(text: str) -> str:
+    """Drop one leading and one trailing double quote, as the kernel does (grubby prints values so too).
+
+    >>> unquote('"quiet splash"'), unquote('"cut off'), unquote('plain')
+    ('quiet splash', 'cut off', 'plain')
+    """
     if text.startswith('"'):
         text = text[1:]
     if text.endswith('"'):
@@ -104,7 +108,7 @@ def parse_cmdline(text: str) -> list[list[str | None]]:
     args: list[list[str | None]] = []
     for token in re.findall(r'(?:[^\s"]|"[^"]*(?:"|$))+', text):
         key, equals, value = token.partition("=")
-        args.append([_unquote(key), _unquote(value) if equals else None])
+        args.append([unquote(key), unquote(value) if equals else None])
     return args
 
 

@@ -13,7 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-GIB = 1 << 30
+from facts.memory import GIB
+
 FAKE_DIR = "var/lib/halo-lab/sysfs"
 MEMINFO = "var/lib/halo-lab/proc/meminfo"
 CMDLINE = "var/lib/halo-lab/proc/cmdline"

@@ -27,7 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-GIB = 1024**3
+from facts.memory import GIB
+
 # ttm.pages_limit counts 4 KiB pages: 1 GiB = 262144 pages.
 TTM_PAGES_PER_GIB = GIB // 4096
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.bad_inputs import CASES, HEAD, MODEL_PATH, fill, write_inventory
-from lab.pyinfra_cli import pyinfra
-from tests.integration.conftest import LAB_HOSTS
 from lab import lab
+from lab.pyinfra_cli import pyinfra
+from tests.integration.bad_inputs import CASES, HEAD, MODEL_PATH, fill, write_inventory
+from tests.integration.conftest import LAB_HOSTS
 
 WATCHED = "/etc /opt /usr/local /var/lib/halo-provision"
 # type, mode, owner, size, path, link target; then the sha256 of every regular file

@@ -2,8 +2,9 @@
 
 import time
 
+from facts.memory import GIB
 from lab import lab
-from lab.gpu import GIB, GpuProfile
+from lab.gpu import GpuProfile
 
 
 def test_hosts_run_their_debian_release_and_answer_ssh(lab_hosts):

@@ -9,11 +9,11 @@ import hashlib
 import json
 import secrets
 
-from tests.integration.conftest import assert_no_changes
-from tests.integration.test_head import UNIT, env_file, http, sh
-from lab.tiny_model import write_tiny_split
 from lab import lab
 from lab.http_files import FileServer
+from lab.tiny_model import write_tiny_split
+from tests.integration.conftest import assert_no_changes
+from tests.integration.test_head import UNIT, env_file, http, sh
 
 MODELS = "/var/lib/halo-provision/models"
 

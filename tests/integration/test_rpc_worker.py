@@ -12,10 +12,10 @@ import pytest
 
 from deploys.head import UNIT as HEAD_UNIT
 from deploys.head import USER as HEAD_USER
-from lab.pyinfra_cli import results
-from tests.integration.conftest import assert_no_changes, inventory_with
-from lab.tiny_model import write_tiny_model
 from lab import lab
+from lab.pyinfra_cli import results
+from lab.tiny_model import write_tiny_model
+from tests.integration.conftest import assert_no_changes, inventory_with
 
 WORKERS = ("halo1", "halo2", "halo3")
 HEAD = "halo1"

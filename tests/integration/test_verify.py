@@ -3,9 +3,10 @@
 import re
 from pathlib import Path
 
-from lab.pyinfra_cli import pyinfra, pyinfra_facts
+from facts.memory import GIB
 from lab import lab
-from lab.gpu import GIB, KERNEL_RESERVED_KIB, GpuProfile
+from lab.gpu import KERNEL_RESERVED_KIB, GpuProfile
+from lab.pyinfra_cli import pyinfra, pyinfra_facts
 
 
 def test_facts_read_the_fake_values(lab_inventory):

@@ -9,8 +9,8 @@ import pytest
 from pyinfra.api import Inventory
 
 from deploys.firewall import input_rules, output_endpoints
-from deploys.shipped import render
 from deploys.settings import validate_inventory
+from deploys.shipped import render
 
 LAB = {"halo1": "10.151.0.11", "halo2": "10.151.0.12", "halo3": "10.151.0.13"}
 

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -164,13 +163,6 @@ def halo_host(config: pytest.Config, tihost) -> HaloHost:
         cluster.facts[name] = read_facts(s, fact_reader(tihost), workers)
         cluster.reports[name] = judge(cluster.facts[name], s)
     return HaloHost(tihost, name, s, cluster.facts[name], cluster.reports[name], cluster)
-
-
-def step_module(step: str):
-    """deploys/<step>.py, or skip the test while that step does not exist yet."""
-    if not (REPO / "deploys" / f"{step}.py").exists():
-        pytest.skip(f"deploys/{step}.py does not exist yet: nothing deploys what this test checks")
-    return importlib.import_module(f"deploys.{step}")
 
 
 def check(ok: object, message: str) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.verify.halo import check, step_module
+from deploys import head
+from tests.verify.halo import check
 
 pytestmark = pytest.mark.hosts_in("head")
 
 
 def test_head_health_is_200(halo):
-    head = step_module("head")
     row = halo.row("head")
     journal = "" if row.verdict == "ok" else halo.host.run(
         f"journalctl -u {head.UNIT} -n 15 --no-pager -o short-iso").stdout.rstrip()
@@ -22,7 +22,6 @@ def test_head_health_is_200(halo):
 
 
 def test_head_lists_the_model(halo):
-    head = step_module("head")
     s = halo.settings
     url = head.health_url(s).removesuffix("/health") + "/v1/models"
     key = f'k=$(head -n1 {shlex.quote(s.head_api_key_file)}); ' if s.head_api_key_file else "k=; "
@@ -39,7 +38,6 @@ def test_head_lists_the_model(halo):
 
 def test_only_llama_server_on_the_head_reaches_the_rpc_servers(halo):
     """The head's egress rule: llama-server's user connects to every RPC server it uses, no other user to any."""
-    step_module("firewall")
     found = [r for r in halo.report.rows if r.subject == "RPC reach"]
     if not found:
         pytest.skip(f"{halo.name} uses no RPC server")

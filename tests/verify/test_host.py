@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from pyinfra.facts.server import Users
 
+from deploys import grub
 from deploys.groups import GPU_GROUPS, missing_memberships
 from facts.kernel import KernelCmdline
-from tests.verify.halo import assert_row, check, step_module
+from tests.verify.halo import assert_row, check
 
 
 def test_kernel_release_is_at_least_kernel_min_version(halo):
@@ -36,7 +37,6 @@ def test_gpu_users_are_in_render_and_video(halo):
 
 
 def test_kernel_cmdline_has_our_arguments(halo):
-    grub = step_module("grub")
     if halo.facts.mem_total is None:
         pytest.fail(f"{halo.name}: cannot read MemTotal from /proc/meminfo to size the ttm arguments", pytrace=False)
     wanted, remove = grub.kernel_args(halo.settings, halo.facts.mem_total, halo.facts.gpu_memory, halo.facts.ttm)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from tests.verify.halo import assert_row, check, same_build, step_module
+from tests.verify.halo import assert_row, check, same_build
 
 
 def test_llama_cpp_build_is_the_wanted_one(halo):
-    step_module("llama_cpp")
     assert_row(halo, "llama.cpp", accept=("ok",))
 
 
 def test_llama_cpp_build_is_the_same_on_every_host(halo, builds):
-    step_module("llama_cpp")
     row = same_build(halo, builds)
     check(row is None or row.verdict == "ok", f"{halo.name}: llama.cpp build {row and row.value}: {row and row.why}")

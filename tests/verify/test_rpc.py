@@ -7,9 +7,10 @@ import socket
 
 import pytest
 
-from deploys.topology import servers_for
+from deploys import head as head_step
 from deploys.checks import rpc_listen_problems, rpc_unit_problems
-from tests.verify.halo import check, step_module
+from deploys.topology import servers_for
+from tests.verify.halo import check
 
 pytestmark = pytest.mark.hosts_in("rpc_workers")
 
@@ -18,7 +19,6 @@ PROBE_TIMEOUT_S = 3
 
 def rpc_facts(halo) -> dict:
     """What verify read of this worker's RPC servers: {"ports": {port: unit}, "units", "listeners"}."""
-    step_module("rpc_worker")
     return halo.facts.rpc
 
 
@@ -61,7 +61,6 @@ def test_rpc_ports_are_open_to_the_heads_llama_server(halo, all_hosts):
     heads = heads_of(halo, all_hosts)
     if not heads:
         pytest.skip("no head besides this worker among --hosts to connect from")
-    head_step = step_module("head")
     address = halo.settings.rpc_connect_address
     for head in heads:
         name = halo.cluster.name_of(head)
