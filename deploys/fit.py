@@ -11,6 +11,10 @@ Every node added costs token speed (about 10-20 % of generation per RPC node in 
 measurements), so the report says how few RPC servers the model needs, and `head_rpc_servers = "auto"`
 serves with that many, in inventory order.
 
+Where the build has llama.cpp's own fitter (`llama-fit-params`), the check runs it on the head with
+llama-server's settings and reports its estimate per device and its fit beside ours, with where the two
+differ (compare_with_llama_cpp); ours decides pass or fail.
+
 The estimate counts every layer with full attention: it overestimates models with sliding-window or MLA
 (DeepSeek) attention, and tensors that `head_override_tensor` keeps in RAM (then "does not fit" is a
 warning, not a failure).
@@ -19,6 +23,7 @@ warning, not a failure).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from pyinfra import host, logger
@@ -27,6 +32,7 @@ from pyinfra.api import operation
 from deploys.common import failure
 from deploys.settings import GIB, Settings
 from facts.gguf import GgufModel
+from facts.llama_fit import LlamaFitParams
 
 MIB = 1 << 20
 NEAR = 0.9  # above this share of what the devices offer: a warning
@@ -202,8 +208,72 @@ def report(s: Settings, model: dict, head: list[Device], rpc: list[Device], endp
     return "fail", sentence
 
 
+def _differs(ours: float, theirs: float) -> bool:
+    return abs(ours - theirs) > max(1.0, 0.1 * max(ours, theirs))
+
+
+def compare_with_llama_cpp(s: Settings, model: dict, verdict: str, fitter: dict) -> tuple[str, list[str]]:
+    """(llama.cpp's own answer as a sentence, where it and ours disagree) from the LlamaFitParams fact:
+    its estimate per device in MiB (model, context, compute; "Host" = system memory) and its fit.
+
+    >>> fitter = {"state": "ran", "estimated": True, "fit_ok": True, "fitted": "-c 4096 -ngl -1",
+    ...           "devices": [{"name": "RPC0[w:1]", "model": 2, "context": 12, "compute": 1}],
+    ...           "host": {"model": 0, "context": 0, "compute": 1}}
+    >>> model = {"layers": 6, "kv_heads": [2], "heads": [4], "embedding": 128, "vocab": 100, "files": [{"size": 2 << 20}]}
+    >>> sentence, differ = compare_with_llama_cpp(Settings(head_ctx_size=16384), model, "ok", fitter)
+    >>> print(sentence)
+    llama.cpp's fitter (llama-fit-params) estimates 16 MiB: model 2 + context 12 + compute 2 MiB (RPC0[w:1] 15 MiB, host memory 1 MiB); it fits with -c 4096 -ngl -1
+    >>> print(differ[0])
+    KV cache: ours 24 MiB, llama.cpp's 12 MiB
+    >>> print(differ[1])
+    verdict: ours says it fits with 16384 tokens, llama.cpp's fitter lowers the context to 4096 tokens
+    """
+    if fitter["state"] == "absent":
+        return "llama.cpp's fitter was not run: this build has no llama-fit-params", []
+    if fitter["state"] == "busy":
+        return ("llama.cpp's fitter was not run: llama-server holds the RPC servers (each serves one client "
+                "at a time); it runs before llama-server starts"), []
+    if not fitter["estimated"]:
+        return "llama.cpp's fitter (llama-fit-params) gave no estimate (it failed or timed out)", []
+    places = fitter["devices"] + ([{"name": "host memory", **fitter["host"]}] if fitter["host"] else [])
+    theirs = {part: sum(p[part] for p in places) for part in ("model", "context", "compute")}
+    total = sum(theirs.values())
+    where = ", ".join(f"{p['name']} {p['model'] + p['context'] + p['compute']} MiB" for p in places)
+    fit = ("it cannot fit the model" if not fitter["fit_ok"] else
+           f"it fits with {fitter['fitted']}")
+    sentence = (f"llama.cpp's fitter (llama-fit-params) estimates {total} MiB: model {theirs['model']} + context "
+                f"{theirs['context']} + compute {theirs['compute']} MiB ({where}); {fit}")
+    need = need_of(s, model)
+    differ = [f"{name}: ours {ours / MIB:.0f} MiB, llama.cpp's {theirs[part]} MiB"
+              for name, part, ours in (("weights", "model", need.weights), ("KV cache", "context", need.kv),
+                                       ("compute", "compute", need.compute))
+              if _differs(ours / MIB, theirs[part])]
+    fitted_ctx = re.search(r"-c ([0-9]+)", fitter["fitted"] or "")
+    if verdict in ("ok", "warn") and not fitter["fit_ok"]:
+        differ.append("verdict: ours says it fits, llama.cpp's fitter cannot fit it")
+    elif verdict in ("ok", "warn") and fitted_ctx and need.context and int(fitted_ctx[1]) < need.context:
+        differ.append(f"verdict: ours says it fits with {need.context} tokens, llama.cpp's fitter lowers the "
+                      f"context to {fitted_ctx[1]} tokens")
+    elif verdict == "fail" and fitter["fit_ok"] and not (fitted_ctx and int(fitted_ctx[1]) < need.context):
+        differ.append("verdict: ours says it does not fit, llama.cpp's fitter fits it as it is (it counts the "
+                      "free memory each device reports, ours the GTT and VRAM of each host)")
+    return sentence, differ
+
+
+def fitter_env(s: Settings, server_env: dict[str, str]) -> dict[str, str]:
+    """llama-server's LLAMA_ARG_* environment for llama-fit-params, its margin our reserve (-fitt), plus head_env.
+
+    >>> fitter_env(Settings(), {"LLAMA_ARG_MODEL": "/m.gguf"})
+    {'LLAMA_ARG_MODEL': '/m.gguf', 'LLAMA_ARG_FIT_TARGET': '1024'}
+    """
+    env = dict(server_env)
+    env.setdefault("LLAMA_ARG_FIT_TARGET", str(s.head_fit_reserve_mib))
+    return env | dict(s.head_env)
+
+
 @operation()
-def fits(s: Settings, model_path: str, head: list[Device], rpc: list[Device], endpoints: list[str]):
+def fits(s: Settings, model_path: str, head: list[Device], rpc: list[Device], endpoints: list[str],
+         env: dict[str, str] | None = None):
     """Fail (head_fit_check = 'on') or warn before llama-server (re)starts when the model will not fit."""
     if s.head_fit_check == "off":
         host.noop("head_fit_check is off")
@@ -216,11 +286,17 @@ def fits(s: Settings, model_path: str, head: list[Device], rpc: list[Device], en
         host.noop("fit not checked")
         return
     verdict, sentence = report(s, model, head, rpc, endpoints)
+    theirs, differ = "", []
+    if host.state.is_executing and env is not None:  # llama.cpp's own fitter, when the model is there
+        fitter = host.get_fact(LlamaFitParams, binary=f"{s.llama_cpp_prefix}/current/bin/llama-fit-params",
+                               env=fitter_env(s, env))
+        theirs, differ = compare_with_llama_cpp(s, model, verdict, fitter)
+        theirs = f". Beside ours, {theirs}" + (f"; the two differ: {'; '.join(differ)}" if differ else "")
     if verdict == "fail" and s.head_fit_check == "on":
-        yield failure(f"{sentence}. Or set head_fit_check = 'warn'.")
+        yield failure(f"{sentence}. Or set head_fit_check = 'warn'{theirs}")
         return
     if host.state.is_executing:  # said once, when it is judged (not at prepare time)
-        (logger.info if verdict == "ok" else logger.warning)(f"{host.name}: {sentence}")
+        (logger.info if verdict == "ok" and not differ else logger.warning)(f"{host.name}: {sentence}{theirs}")
     host.noop("fit checked")
 
 

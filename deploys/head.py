@@ -449,7 +449,7 @@ def head() -> None:
 
     head_gpus, rpc_gpus, endpoints = gather(s, workers)
     fits(name="Check the model fits the cluster's GPU memory", s=s, model_path=model, head=head_gpus,
-         rpc=rpc_gpus, endpoints=endpoints)
+         rpc=rpc_gpus, endpoints=endpoints, env=server_env(s, endpoints, model, None))
     supported_by_build(name="Check this build of llama-server takes the tuning settings", s=s, binary=binary(s))
     rpc_list = lambda: serving_rpc(s, model, head_gpus, rpc_gpus, endpoints)  # noqa: E731
     env = server_env_file(name="Write the llama-server settings", s=s, model=model, rpc=rpc_list)

@@ -95,9 +95,11 @@ if [ ! -f "$build/halo-build.json" ]; then
     fi
     tree="$prefix/trees/$fhash"  # one build tree per flags: a new ref builds incrementally
     cmake -S . -B "$tree" -G Ninja "$@"
-    cmake --build "$tree" --target llama-server "$rpc" -j "$jobs"
+    fit=  # llama.cpp's own fitter, where the source has it (the head step reports its answer)
+    [ -f tools/fit-params/CMakeLists.txt ] && fit=llama-fit-params
+    cmake --build "$tree" --target llama-server "$rpc" $fit -j "$jobs"
     rm -rf "$build.tmp" && mkdir -p "$build.tmp/bin"
-    cp "$tree/bin/llama-server" "$tree/bin/$rpc" "$build.tmp/bin/"
+    cp "$tree/bin/llama-server" "$tree/bin/$rpc" ${fit:+"$tree/bin/$fit"} "$build.tmp/bin/"
     "$build.tmp/bin/llama-server" --version
     "$build.tmp/bin/$rpc" --help >/dev/null 2>&1
     {

@@ -600,7 +600,8 @@ class Settings(BaseModel):
         doc="Before llama-server (re)starts, estimate weights (file sizes) + KV cache (GGUF metadata) + "
             'compute against each device\'s GTT + VRAM carve-out (head GPU and every RPC server); `"on"` fails'
             ' with the numbers per device and the fixes, `"warn"` only says so, `"off"` skips it. Warns above'
-            " 90 %.",
+            " 90 %. Where the build has llama.cpp's own fitter (`llama-fit-params`), its estimate and fit are "
+            "reported beside ours, with where the two differ (run before llama-server starts).",
     )
     head_fit_reserve_mib: Annotated[int, Strict(), Field(ge=0, le=1_048_576)] = var(
         1024,

@@ -1,7 +1,8 @@
 """The llama-server settings people tune and the fit check, on the lab cluster (after deploys/full.py):
 the settings reach the running llama-server (its environment, command line, /props and journal), a
 model that cannot fit is refused before the restart with the numbers per device, one that fits goes
-through, and head_rpc_servers = "auto" serves with the fewest RPC servers."""
+through, and head_rpc_servers = "auto" serves with the fewest RPC servers; the build's llama-fit-params
+answers beside our fit check (its KV cache is ours; its compute buffers are far larger than our margin)."""
 
 from __future__ import annotations
 
@@ -143,3 +144,46 @@ def test_the_fit_check_refuses_a_model_that_cannot_fit_and_passes_one_that_does(
         restored = cluster.run("deploys/head.py")
         assert restored.returncode == 0, restored.stdout + restored.stderr
     assert env_file()["LLAMA_ARG_RPC"] == ",".join(workers)
+
+
+FITTER = re.compile(r"Beside ours, llama\.cpp's fitter \(llama-fit-params\) estimates ([0-9]+) MiB: model ([0-9]+) \+ "
+                    r"context ([0-9]+) \+ compute ([0-9]+) MiB \(([^)]*)\); ([^\n]*)")
+
+
+def test_llama_cpps_own_fitter_answers_beside_ours(cluster):
+    """The build's llama-fit-params runs on the head with llama-server's settings before it starts (not
+    while it runs: it holds the RPC servers); its estimate and fit are reported beside ours, and where
+    the two disagree is said."""
+    assert sh("test -x /opt/llama.cpp/current/bin/llama-fit-params && echo yes") == "yes"
+    try:
+        sh(f"systemctl stop {UNIT}")
+        set_gtt(halo1=8, halo2=8, halo3=8)  # ours: does not fit; the RPC servers report the workers' free RAM
+        refused = cluster.run("deploys/head.py", head_fit_reserve_mib="0")
+        output = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and "halo1: the model does not fit: it needs 27.6 MiB" in output, output
+        found = FITTER.search(output)
+        assert found, output
+        print("refused:", found[0])
+        assert re.fullmatch(r"RPC0 [0-9]+ MiB, RPC1 [0-9]+ MiB, host memory [0-9]+ MiB", found[5]), found[5]
+        assert int(found[3]) == 24  # its KV cache: ours (24.0 MiB), as llama.cpp allocates it
+        assert "verdict: ours says it does not fit, llama.cpp's fitter fits it as it is" in output, output
+
+        for name in ("halo1", "halo2", "halo3"):
+            lab.set_gpu(name, GpuProfile())
+        served = cluster.run("deploys/head.py")  # llama-server is stopped: the fitter runs, then it starts
+        output = served.stdout + served.stderr
+        assert served.returncode == 0, output
+        found = FITTER.search(output)
+        assert found and found[6].startswith("it fits with -c 16384 "), output
+        print("served:", found[0])
+        assert "verdict:" not in found[0] and "KV cache: ours" not in found[0]
+        assert sh(f"systemctl is-active {UNIT}") == "active"
+
+        again = cluster.run("deploys/head.py")  # llama-server holds the RPC servers now: not run
+        assert "llama.cpp's fitter was not run: llama-server holds the RPC servers" in again.stdout + again.stderr
+        assert_no_changes(again)
+    finally:
+        for name in ("halo1", "halo2", "halo3"):
+            lab.set_gpu(name, GpuProfile())
+        restored = cluster.run("deploys/head.py")
+        assert restored.returncode == 0, restored.stdout + restored.stderr

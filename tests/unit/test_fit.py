@@ -82,3 +82,42 @@ def test_fit_settings_are_validated():
     message = problems(head_rpc_servers="auto", head_tensor_split=[1, 1, 1])
     assert "halo1: head_rpc_servers = 'auto' is invalid: head_tensor_split is set" in message
     assert head(head_rpc_servers="auto").head_rpc_servers == "auto"
+
+
+def test_the_fitter_gets_llama_servers_settings_as_data(tmp_path):
+    """LlamaFitParams' command, run here with a stand-in llama-fit-params that prints its environment:
+    every value arrives as it is, nothing in it is expanded or run."""
+    import subprocess
+
+    from facts.llama_fit import LlamaFitParams
+
+    fake = tmp_path / "llama-fit-params"
+    seen = tmp_path / "seen.json"
+    fake.write_text(f"""#!/usr/bin/env python3
+import json, os, sys
+if sys.argv[1:] == ["-fitp", "on"]:
+    print("Host 0 0 1")
+else:
+    print("-c", os.environ["LLAMA_ARG_CTX_SIZE"])
+    json.dump({{k: v for k, v in os.environ.items() if k.startswith("HALO_T")}}, open({str(seen)!r}, "w"))
+""")
+    fake.chmod(0o755)
+    hostile = {f"HALO_T{i}": value for i, value in enumerate(
+        ["$(touch pwned1)", "`touch pwned2`", "$HOME", "a'b\"c\\d", ";touch pwned3", "x y  z", "#c"])}
+    command = LlamaFitParams().command(str(fake), {"LLAMA_ARG_CTX_SIZE": "4096", **hostile})
+    proc = subprocess.run(["sh", "-c", command], cwd=tmp_path, capture_output=True, text=True)
+    result = LlamaFitParams().process(proc.stdout.splitlines())
+    assert result == {"state": "ran", "devices": [], "host": {"model": 0, "context": 0, "compute": 1},
+                      "estimated": True, "fitted": "-c 4096", "fit_ok": True}, proc.stdout
+    assert json.loads(seen.read_text()) == hostile  # each value as it is
+    assert not list(tmp_path.glob("pwned*"))
+
+
+def test_the_fitter_is_absent_from_older_builds(tmp_path):
+    import subprocess
+
+    from facts.llama_fit import LlamaFitParams
+
+    proc = subprocess.run(["sh", "-c", LlamaFitParams().command(str(tmp_path / "nothing"), {"LLAMA_ARG_RPC": "a:1"})],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == ""  # default(): absent
