@@ -59,6 +59,7 @@ from deploys.groups import GPU_GROUPS
 from deploys.models import download_script, part_url, token_file_problem, url_name
 from deploys.progress import long_work
 from deploys.serving import ARGS_VARIABLE, server_args, supported_by_build, tuning_env
+from deploys.runcache import run_store
 from deploys.settings import Settings, SettingsError, settings
 from deploys.settings.fields import unscoped
 from facts.distro import Distro
@@ -351,6 +352,38 @@ def serving(s: Settings, changed, rpc):
     # holds them, the probes would wait in their (two-deep) accept queues and never get through.
     yield StringCommand("systemctl", "stop", UNIT)
     yield wait_rpc_command(rpc, s.head_ready_timeout_s)
+    yield StringCommand("systemctl", "start", UNIT)
+
+
+def _paused() -> dict[str, bool]:
+    """{head: True} for the heads whose llama-server pause_for_new_build stopped in this run."""
+    return run_store("paused_heads")
+
+
+@operation()
+def pause_for_new_build(s: Settings):
+    """Stop llama-server when it runs another build than `current` (switched in this run): the RPC
+    servers restart on the new build next (deploys/rpc_worker.py), and a llama-server that reconnected
+    to one still on the old build would abort once more. resume_after_new_build starts it after them."""
+    status = host.get_fact(LlamaServerStatus, unit=UNIT, binary=binary(s))
+    if status["active"] != "active" or status["exe"] is None or status["exe"] == status["binary"]:
+        host.noop(f"{UNIT} is not running an older build")
+        return
+    if host.state.is_executing:
+        _paused()[host.name] = True
+        logger.info(f"{host.name}: stopping {UNIT} while the RPC servers switch to the new build")
+    yield StringCommand("systemctl", "stop", UNIT)
+
+
+@operation()
+def resume_after_new_build(s: Settings):
+    """Start llama-server again if pause_for_new_build stopped it, once every RPC server of its --rpc
+    list accepts connections (at most head_ready_timeout_s)."""
+    if host.name not in _paused():
+        host.noop(f"{UNIT} was not stopped for a new build")
+        return
+    rpc = f"$(sed -n 's/^LLAMA_ARG_RPC=//p' {shlex.quote(ENV_FILE)})"
+    yield StringCommand(f'LLAMA_ARG_RPC="{rpc}"', WAIT_RPC, str(s.head_ready_timeout_s))
     yield StringCommand("systemctl", "start", UNIT)
 
 

@@ -4,9 +4,15 @@
 
 Under `llama_cpp_prefix` (/opt/llama.cpp): `src/` is the clone of `llama_cpp_repo`, each build goes
 into `builds/<commit12>-<flags hash>/` (bin/llama-server, bin/ggml-rpc-server, halo-build.json), and
-`current` points at the build that serves. `current` moves only after a build succeeded and both
-binaries ran, so a failed build (bad ref, compile error) leaves the previous one serving. When the
-stamp of `current` already names the wanted commit and flags, the step does nothing at all.
+`current` points at the build that serves. When the stamp of `current` already names the wanted
+commit and flags, the step does nothing at all.
+
+A new build is staged first: built (or copied) and checked while the old one keeps serving, then
+linked as `next`. Only once every host of the cluster in this run (groups head and rpc_workers,
+within --limit) has it, one operation moves `next` to `current` on all of them; the RPC servers
+(deploys/rpc_worker.py) and then llama-server (deploys/head.py) restart on it later in the run. A
+failed build or copy on any host (bad ref, compile error, a host lost) leaves every host on the
+build it serves, with the new one staged for the next run.
 
 With `llama_cpp_build_once` (the default) one host per (distro, backend) builds and the others get
 a copy of its build through the machine that runs pyinfra: one build for a cluster of identical
@@ -20,7 +26,7 @@ import re
 import shlex
 from pathlib import Path
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import (
     FileDownloadCommand,
     FileUploadCommand,
@@ -34,7 +40,7 @@ from deploys import shipped
 from deploys.common import failure_unless, install_packages
 from deploys.rocm import refuse_unsupported_rocm, rocm_prefix
 from deploys.runcache import once_per_run
-from deploys.settings import Settings, settings
+from deploys.settings import HEAD_GROUP, RPC_WORKERS_GROUP, Settings, settings
 from deploys.topology import Plan, build_plans
 from facts.distro import Distro
 from facts.llama_cpp import LlamaCppInstall
@@ -113,7 +119,7 @@ def build_env(s: Settings, flags: list[str], jobs: int | None) -> dict[str, str]
     """The environment of deploys/scripts/llama-build.sh (the CMake arguments go as its arguments)."""
     env = {"HALO_PREFIX": s.llama_cpp_prefix, "HALO_REPO": s.llama_cpp_repo, "HALO_REF": s.llama_cpp_ref,
            "HALO_BACKEND": s.llama_cpp_backend, "HALO_FLAGS_HASH": flags_hash(flags),
-           "HALO_JOBS": str(jobs or "")}
+           "HALO_JOBS": str(jobs or ""), "HALO_SWITCH": "0"}
     if s.llama_cpp_backend == "hip":
         env |= {"HALO_ROCM_SOURCE": s.rocm_source, "HALO_ROCM_PATH": rocm_path(s)}
     return env
@@ -133,12 +139,13 @@ def _clear_artifacts(state, host, artifact: Path) -> None:
 
 
 @operation(is_idempotent=False)
-def pack(prefix: str, artifact: Path):
-    """Download the `current` build of the build host to the pyinfra machine for the other hosts."""
+def pack(prefix: str, artifact: Path, link: str = "current"):
+    """Download the build host's build (`link`: `next`, staged in this run, or `current`) to the
+    pyinfra machine for the other hosts."""
     remote = f"/tmp/halo-llama-build-{artifact.stem}.tar"
     yield FunctionCommand(_clear_artifacts, (artifact,), {})
-    builds, current = shlex.quote(f"{prefix}/builds"), shlex.quote(f"{prefix}/current")
-    yield StringCommand("tar", "-C", builds, "-chf", shlex.quote(remote), f"$(readlink {current} | xargs basename)")
+    builds, build = shlex.quote(f"{prefix}/builds"), shlex.quote(f"{prefix}/{link}")
+    yield StringCommand("tar", "-C", builds, "-chf", shlex.quote(remote), f"$(readlink {build} | xargs basename)")
     yield FileDownloadCommand(remote, str(artifact))
     yield StringCommand("rm", "-f", shlex.quote(remote))
 
@@ -150,8 +157,29 @@ def unpack(prefix: str, artifact: Path, builder: str):
     yield failure_unless(artifact.exists, f"no llama.cpp build came from {builder} in this run (its build "
                          "failed?): nothing to copy")
     yield FileUploadCommand(str(artifact), remote)
-    yield shipped.script_command("llama-unpack.sh",
-                                 {"HALO_PREFIX": prefix, "HALO_ARCHIVE": remote, "HALO_BUILDER": builder})
+    yield shipped.script_command("llama-unpack.sh", {"HALO_PREFIX": prefix, "HALO_ARCHIVE": remote,
+                                                     "HALO_BUILDER": builder, "HALO_SWITCH": "0"})
+
+
+def cluster_lost(state) -> list[str]:
+    """Hosts of the cluster (groups head and rpc_workers, within --limit) that are not active in this
+    run any more (a failed operation, no connection): the new build waits for them."""
+    return [h.name for h in state.inventory if (HEAD_GROUP in h.groups or RPC_WORKERS_GROUP in h.groups)
+            and state.is_host_in_limit(h) and h not in state.active_hosts]
+
+
+@operation(is_idempotent=False)
+def switch(prefix: str):
+    """Point `current` at the build staged as `next` in this run, unless a host of the cluster did not
+    get it (then every host keeps serving what it serves, and the run says why)."""
+    lost = cluster_lost(host.state)
+    if lost:
+        logger.warning(f"{host.name}: the new llama.cpp build stays staged in {prefix}/next and is not served: "
+                       f"{', '.join(lost)} did not get it in this run, and RPC needs one build on every host; "
+                       "fix what failed there and run again")
+        host.noop("the new build waits for " + ", ".join(lost))
+        return
+    yield StringCommand("mv", "-T", shlex.quote(f"{prefix}/next"), shlex.quote(f"{prefix}/current"))
 
 
 def artifact(plan: Plan) -> Path:
@@ -207,9 +235,11 @@ def llama_cpp() -> None:
     build(name=f"Build llama.cpp {s.llama_cpp_ref} ({s.llama_cpp_backend})", s=s, flags=flags,
           jobs=s.llama_cpp_build_jobs, _if=lambda: builds_here)
     pack(name="Fetch the build for the other hosts", prefix=s.llama_cpp_prefix, artifact=artifact(plan),
-         _if=lambda: plan.builder == host.name and bool(plan.waiting()))
+         link="next" if builds_here else "current", _if=lambda: plan.builder == host.name and bool(plan.waiting()))
     unpack(name=f"Install the llama.cpp build of {plan.builder}", prefix=s.llama_cpp_prefix,
            artifact=artifact(plan), builder=plan.builder, _if=lambda: copies_here)
+    switch(name="Serve the new build on every host at once", prefix=s.llama_cpp_prefix,
+           _if=lambda: builds_here or copies_here)
 
 
 if __name__ in ("builtins", "__main__"):

@@ -256,12 +256,8 @@ def retire(is_head: bool) -> None:
         retire_firewall()
 
 
-@deploy("Run the llama.cpp RPC workers")
-def rpc_worker() -> None:
-    s = settings(host)
-    if not s.is_rpc_worker:
-        retire(s.is_head)
-        return
+def configure(s) -> tuple:
+    """Everything of a worker up to its instances' env files; returns (the unit's op, [(port, env op)])."""
     servers = s.rpc_servers
     ports = [rpc.port for rpc in servers]
     sources = firewall_sources(host.inventory)
@@ -290,15 +286,39 @@ def rpc_worker() -> None:
         ufw_rpc_rules(name="Allow the heads to the RPC ports in ufw", ports=ports, sources=sources)
 
     remove_stale_instances(name="Stop the RPC servers no longer in rpc_instances", wanted=ports)
-    for rpc in servers:
-        instance = f"halo-rpc@{rpc.port}.service"
-        env = rpc_env_file(name=f"Write the settings of halo-rpc@{rpc.port}", prefix=prefix, ref=ref,
-                           address=s.rpc_bind_address, server=rpc, rpc_env=s.rpc_env,
-                           cache_max_mib=s.rpc_cache_max_mib)
-        systemd.service(name=f"Restart halo-rpc@{rpc.port} for its new unit, settings or build", service=instance,
+    envs = [(rpc.port, rpc_env_file(name=f"Write the settings of halo-rpc@{rpc.port}", prefix=prefix, ref=ref,
+                                    address=s.rpc_bind_address, server=rpc, rpc_env=s.rpc_env,
+                                    cache_max_mib=s.rpc_cache_max_mib)) for rpc in servers]
+    return unit, envs
+
+
+def run_servers(unit, envs) -> None:
+    for port, env in envs:
+        instance = f"halo-rpc@{port}.service"
+        systemd.service(name=f"Restart halo-rpc@{port} for its new unit, settings or build", service=instance,
                         running=True, restarted=True, _if=any_changed(unit, env))
-        systemd.service(name=f"Run halo-rpc@{rpc.port} now and at every boot", service=instance,
+        systemd.service(name=f"Run halo-rpc@{port} now and at every boot", service=instance,
                         running=True, enabled=True)
+
+
+@deploy("Run the llama.cpp RPC workers")
+def rpc_worker() -> None:
+    """On a head, llama-server on a build that is no longer `current` is stopped just before the RPC
+    servers restart on the new one and started again right after (deploys/head.py's pause_for_new_build):
+    it would reconnect to a server still on the old build and abort again."""
+    from deploys.head import pause_for_new_build, resume_after_new_build
+
+    s = settings(host)
+    if s.is_rpc_worker:
+        unit, envs = configure(s)
+    else:
+        retire(s.is_head)
+    if s.is_head:
+        pause_for_new_build(name="Stop llama-server while the RPC servers switch to the new build", s=s)
+    if s.is_rpc_worker:
+        run_servers(unit, envs)
+    if s.is_head:
+        resume_after_new_build(name="Start llama-server on the new build", s=s)
 
 
 if __name__ in ("builtins", "__main__"):

@@ -4,7 +4,8 @@ The llama-cpp-python source distribution on PyPI vendors a full llama.cpp tree (
 tools/server). It becomes a bare git repository with the tag `lab-<version>` under the lab cache,
 served over HTTP on the lab bridge, so deploys/llama_cpp.py clones and builds it like upstream.
 
-    url, ref = serve_llama_repo("10.151.0.1")
+    repo = llama_repo()                      # tag TAG
+    upgrade = upgrade_repo(tmp_dir)          # tags TAG and NEXT_TAG (one commit later), served with serve()
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lab.lab import CACHE
 LLAMA_CPP_PYTHON = "0.3.36"
 TAG = f"lab-{LLAMA_CPP_PYTHON}"
 FIXED_DATE = "2026-11-01T00:00:00Z"  # same commit hash on every run
+NEXT_TAG = f"lab-{LLAMA_CPP_PYTHON}-next"  # a second ref, for upgrades: see upgrade_repo
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -65,6 +67,23 @@ def llama_repo() -> Path:
     git("update-server-info", cwd=repo)  # what git's "dumb" HTTP protocol reads
     (repo / "halo-lab-ready").touch()
     return repo
+
+
+def upgrade_repo(directory: Path) -> Path:
+    """A bare repository in `directory` with TAG and NEXT_TAG, one commit later that changes a comment
+    of the RPC server's source (another commit and build id; an incremental build compiles little)."""
+    work, bare = directory / "llama.cpp-next-work", directory / f"llama.cpp-{LLAMA_CPP_PYTHON}-next.git"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(bare, ignore_errors=True)
+    git("clone", "-q", str(llama_repo()), str(work), cwd=directory)
+    source = work / "tools/rpc/rpc-server.cpp"
+    source.write_text(source.read_text() + "\n// halo-lab: the next ref of the lab's llama.cpp\n")
+    git("commit", "-q", "-am", "halo-lab: a second ref to upgrade to", cwd=work)
+    git("tag", NEXT_TAG, cwd=work)
+    git("clone", "-q", "--bare", str(work), str(bare), cwd=directory)
+    git("update-server-info", cwd=bare)
+    shutil.rmtree(work)
+    return bare
 
 
 def serve(directory: Path, address: str) -> tuple[http.server.ThreadingHTTPServer, int]:

@@ -16,6 +16,7 @@
 #   HALO_JOBS         parallel compile jobs; empty: all cores
 #   HALO_ROCM_SOURCE  rocm_source, for the HIP backend: distro, amd-repo or therock
 #   HALO_ROCM_PATH    where that source installs ROCm: /usr, /opt/rocm or /opt/rocm-<version>
+#   HALO_SWITCH       1 (default): point `current` at the build; 0: point `next` at it (staged)
 #
 # Everything before the final `mv -T` can fail without touching the build `current` serves.
 set -eu
@@ -89,6 +90,13 @@ id="${commit:0:12}-$fhash"
 build="$prefix/builds/$id"
 if [ ! -f "$build/halo-build.json" ]; then
     rpc=ggml-rpc-server
+    # the RPC protocol version the client and server of this build speak (major must match across hosts)
+    protocol=""
+    for part in MAJOR MINOR PATCH; do
+        v=$(sed -n "s/^#define RPC_PROTO_${part}_VERSION[[:space:]]*\([0-9][0-9]*\).*/\1/p" ggml/include/ggml-rpc.h 2>/dev/null | head -n 1)
+        [ -n "$v" ] || { protocol=""; break; }
+        protocol="$protocol${protocol:+.}$v"
+    done
     grep -qs ggml-rpc-server tools/rpc/CMakeLists.txt || rpc=rpc-server
     if [ "$backend" = hip ]; then
         hip_toolchain
@@ -111,13 +119,16 @@ if [ ! -f "$build/halo-build.json" ]; then
             printf '%s%s' "$sep" "$(json_string "$flag")"
             sep=", "
         done
-        printf '],\n "rpc_server": %s, "server": %s}\n' \
-            "$(json_string "$build/bin/$rpc")" "$(json_string "$build/bin/llama-server")"
+        printf '],\n "rpc_server": %s, "server": %s, "rpc_protocol": %s}\n' \
+            "$(json_string "$build/bin/$rpc")" "$(json_string "$build/bin/llama-server")" "$(json_string "$protocol")"
     } > "$build.tmp/halo-build.json"
     mv "$build.tmp" "$build"
 fi
-ln -sfn "builds/$id" "$prefix/current.new" && mv -T "$prefix/current.new" "$prefix/current"
+# HALO_SWITCH=0: stage the build as `next` (deploys/llama_cpp.py moves it to `current` once every host has it)
+link=current
+[ "${HALO_SWITCH:-1}" = 1 ] || link=next
+ln -sfn "builds/$id" "$prefix/$link.new" && mv -T "$prefix/$link.new" "$prefix/$link"
 ls -1dt "$prefix"/builds/*/ | tail -n +4 | while read -r old; do
     [ "$(readlink -f "$old")" = "$(readlink -f "$prefix/current")" ] || rm -rf "$old"
 done
-echo "llama.cpp $ref ($commit) serving from $build"
+echo "llama.cpp $ref ($commit) built in $build, linked as $prefix/$link"

@@ -1,11 +1,13 @@
-"""deploys/llama_cpp.py on the lab cluster: one build copied everywhere, no-op reruns, failed builds."""
+"""deploys/llama_cpp.py on the lab cluster: one build copied everywhere, no-op reruns, failed builds and copies."""
 
 import json
+import time
 from pathlib import Path
 
-from tests.integration.conftest import assert_no_changes
 from lab import lab
-from lab.llama_source import TAG, git, llama_repo, serve
+from lab.llama_source import NEXT_TAG, TAG, git, llama_repo, serve, upgrade_repo
+from tests.integration.conftest import assert_no_changes, inventory_with
+from tests.integration.test_cluster_faults import completes
 
 
 def stamps(cluster) -> dict[str, dict]:
@@ -60,3 +62,40 @@ def test_a_compile_error_fails_and_the_previous_build_keeps_serving(cluster, tmp
     assert "rpc-server.cpp" in proc.stdout + proc.stderr
     assert stamps(cluster) == before
     assert_no_changes(cluster.run("deploys/llama_cpp.py"))  # back on the pinned ref: nothing to do
+
+
+HEAD_HOST = "halo1"
+
+
+def test_a_copy_that_fails_on_one_host_leaves_every_host_serving_the_old_build(cluster, tmp_path: Path):
+    """The next ref builds on halo1 and is copied to halo2, but not to halo3 (its prefix cannot be made:
+    a file is in the way): no host moves `current`, the new build stays staged as `next`, and the
+    cluster keeps serving the old build."""
+    repo = upgrade_repo(tmp_path)
+    server, port = serve(tmp_path, f"{lab.SUBNET}.1")
+    blocked = "/opt/llama.cpp-blocked"
+    inventory = inventory_with(tmp_path, halo3={"llama_cpp_prefix": blocked})
+    before = stamps(cluster)
+    lab.ssh("halo3", f"touch {blocked}")
+    try:
+        proc = cluster.run("deploys/full.py", inventory=inventory, llama_cpp_ref=NEXT_TAG,
+                           llama_cpp_repo=f"http://{lab.SUBNET}.1:{port}/{repo.name}")
+        output = proc.stdout + proc.stderr
+        assert proc.returncode != 0, output
+        assert "the new llama.cpp build stays staged in /opt/llama.cpp/next and is not served: halo3 did not get " \
+               "it in this run" in output
+        staged = {name: lab.ssh(name, "readlink /opt/llama.cpp/next", check=False).stdout.strip()
+                  for name in ("halo1", "halo2")}
+        assert len(set(staged.values())) == 1 and staged["halo1"].startswith("builds/")
+        assert staged["halo1"] != f"builds/{before['halo1']['id']}"
+        assert stamps(cluster) == before
+        deadline = time.monotonic() + 60  # the head still serves, through every worker, on the old build
+        while not completes():
+            assert time.monotonic() < deadline, lab.ssh(HEAD_HOST, "journalctl -u halo-llama-server -n 30 --no-pager "
+                                                                   "-o cat", check=False).stdout
+            time.sleep(2)
+    finally:
+        server.shutdown()
+        lab.ssh("halo3", f"rm -f {blocked}")
+        for name in ("halo1", "halo2"):
+            lab.ssh(name, "rm -f /opt/llama.cpp/next")

@@ -632,3 +632,33 @@ def test_a_build_that_reads_the_api_key_file_gets_its_env_file(monkeypatch):
 
 def test_without_an_api_key_any_build_serves(monkeypatch):
     assert env_file_commands(Settings(**MODEL), "before_direct_io", monkeypatch) == ["put"]
+
+
+# -- a new build: llama-server waits out the RPC servers' switch, stopped ------------------------------
+
+
+def test_llama_server_on_an_older_build_is_stopped_before_the_rpc_servers_switch_and_started_after():
+    from deploys.head import pause_for_new_build, resume_after_new_build
+    from deploys.runcache import run_store
+    from tests.unit.fake_host import FakeHost
+
+    s = Settings(model_path="/m.gguf")
+    commands, _ = run_operation(pause_for_new_build, status(exe=BUILD, binary=NEW_BUILD), s=s)
+    assert [c.get_raw_value() for c in commands] == ["systemctl stop halo-llama-server.service"]
+    commands, _ = run_operation(resume_after_new_build, {}, s=s)
+    assert [c.get_raw_value() for c in commands] == [
+        "LLAMA_ARG_RPC=\"$(sed -n 's/^LLAMA_ARG_RPC=//p' /etc/halo-provision/llama-server.env)\" "
+        f"/usr/local/libexec/halo-provision/wait-rpc-servers {s.head_ready_timeout_s}",
+        "systemctl start halo-llama-server.service"]
+    run_store("paused_heads", FakeHost.state).clear()
+
+
+@pytest.mark.parametrize("facts", [status(), status(active="inactive", exe=None, binary=NEW_BUILD)])
+def test_llama_server_on_the_current_build_or_stopped_is_left_alone(facts):
+    from deploys.head import pause_for_new_build, resume_after_new_build
+
+    s = Settings(model_path="/m.gguf")
+    commands, noops = run_operation(pause_for_new_build, facts, s=s)
+    assert commands == [] and noops
+    commands, noops = run_operation(resume_after_new_build, {}, s=s)
+    assert commands == [] and noops == ["halo-llama-server.service was not stopped for a new build"]

@@ -100,11 +100,11 @@ def test_the_scripts_are_valid_bash_and_write_the_stamp_the_fact_reads():
     assert f'"$build.tmp/{STAMP}"' in (SCRIPTS / "llama-build.sh").read_text()
 
 
-def test_script_moves_current_only_after_the_binaries_ran():
+def test_script_moves_current_or_next_only_after_the_binaries_ran():
     script = (SCRIPTS / "llama-build.sh").read_text()
     order = [script.index(step) for step in (
         "cmake --build", "bin/llama-server\" --version", "--help", 'mv "$build.tmp" "$build"',
-        'mv -T "$prefix/current.new" "$prefix/current"')]
+        'mv -T "$prefix/$link.new" "$prefix/$link"')]
     assert order == sorted(order)
 
 
@@ -176,13 +176,15 @@ def test_build_passes_every_value_as_data_and_expands_nothing(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert not list(tmp_path.rglob("pwned*")), "a value ran as a command"
 
-    stamp = json.loads((tmp_path / "prefix/current" / STAMP).read_text())
+    assert not (tmp_path / "prefix/current").exists()  # staged: deploys/llama_cpp.py's switch serves it
+    stamp = json.loads((tmp_path / "prefix/next" / STAMP).read_text())
     assert stamp["flags"] == flags and stamp["repo"] == str(repo)
+    assert stamp["rpc_protocol"] == ""  # this project has no ggml/include/ggml-rpc.h
     assert parse_stamp(json.dumps(stamp))["flags"] == flags
     cache = (tmp_path / "prefix/trees" / stamp["id"].split("-")[1] / "CMakeCache.txt").read_text()
     for i, value in enumerate(HOSTILE):
         assert f"HALO_TEST_{i}:UNINITIALIZED={value}\n" in cache, value  # cmake got each value verbatim
-    assert os.environ["HOME"] not in (tmp_path / "prefix/current" / STAMP).read_text()
+    assert os.environ["HOME"] not in (tmp_path / "prefix/next" / STAMP).read_text()
 
     again = run_op(command, work)  # the same build: nothing is configured or compiled again
     assert again.returncode == 0 and "Build files have been written" not in again.stdout
@@ -278,7 +280,8 @@ def test_hip_build_stops_naming_the_source_and_what_is_missing(tmp_path: Path, c
     assert proc.returncode == 1
     for word in words:
         assert word in proc.stderr, proc.stderr
-    assert not (tmp_path / "prefix/current").exists() and not list((tmp_path / "prefix/trees").glob("*/CMakeCache.txt"))
+    assert not (tmp_path / "prefix/current").exists() and not (tmp_path / "prefix/next").exists()
+    assert not list((tmp_path / "prefix/trees").glob("*/CMakeCache.txt"))
 
 
 # --- settings: values git or the build would misread ------------------------------------------------
@@ -331,3 +334,55 @@ def test_hip_build_with_the_distros_rocm_leaves_rocm_path_unset(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert rocm_env(tmp_path) == {"ROCM_PATH": "", "HIP_PATH": "/usr", "HIPCXX": f"{rocm}/llvm/bin/clang"}
     assert "ROCM_PATH=(unset)" in proc.stdout
+
+
+# --- staging: `next` becomes `current` on every host at once, or on none ----------------------------
+
+class FakeState:
+    """The parts of pyinfra's State that cluster_lost reads."""
+
+    def __init__(self, hosts: dict[str, tuple[str, ...]], active: set[str], limit: set[str] | None = None):
+        from collections import namedtuple
+
+        host = namedtuple("Host", "name groups")
+        self.inventory = [host(n, g) for n, g in hosts.items()]
+        self.active_hosts = {h for h in self.inventory if h.name in active}
+        self.limit = limit
+
+    def is_host_in_limit(self, host) -> bool:
+        return self.limit is None or host.name in self.limit
+
+
+CLUSTER = {"halo1": ("head", "rpc_workers"), "halo2": ("rpc_workers",), "halo3": ("rpc_workers",),
+           "spare": ("spare",)}
+
+
+def switch_commands(state: FakeState) -> tuple[list[str], list[str]]:
+    from types import SimpleNamespace
+
+    from pyinfra.context import ctx_host
+
+    from deploys.llama_cpp import switch
+
+    noops: list[str] = []
+    fake = SimpleNamespace(name="halo2", state=state, noop=noops.append)
+    with ctx_host.use(fake):
+        commands = [c.get_raw_value() for c in switch._inner("/opt/llama.cpp")]
+    return commands, noops
+
+
+def test_the_staged_build_is_served_once_every_host_of_the_cluster_has_it():
+    commands, _ = switch_commands(FakeState(CLUSTER, active={"halo1", "halo2", "halo3"}))
+    assert commands == ["mv -T /opt/llama.cpp/next /opt/llama.cpp/current"]
+
+
+def test_a_host_that_failed_its_build_or_copy_keeps_the_whole_cluster_on_the_old_build():
+    commands, noops = switch_commands(FakeState(CLUSTER, active={"halo1", "halo2", "spare"}))
+    assert commands == [] and noops == ["the new build waits for halo3"]
+
+
+def test_hosts_outside_the_limit_or_the_cluster_do_not_hold_the_switch():
+    from deploys.llama_cpp import cluster_lost
+
+    assert cluster_lost(FakeState(CLUSTER, active={"halo1", "halo2"}, limit={"halo1", "halo2"})) == []
+    assert cluster_lost(FakeState(CLUSTER, active={"halo1", "halo2", "halo3"})) == []
