@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from deploys.llama_cpp import cmake_flags
 from deploys.settings import GIB, TTM_PAGES_PER_GIB, Settings
+from deploys.topology import servers_for
 from facts.firmware import firmware_date
 from facts.kernel import kernel_version, ubuntu_kernel
 from facts.memory import host_installed_ram
@@ -75,7 +76,8 @@ class HostFacts:
     mem_total: int | None
     llama_cpp: dict | None = None  # LlamaCppInstall; None: not read
     rpc: dict | None = None  # {"ports": {port: unit}, "units": UnitStates, "listeners": TcpListeners}; None: no worker
-    head: dict | None = None  # {"unit", "state" (UnitStates of it), "url", "health" (HttpStatus), "reach"}; None: no head
+    head: dict | None = None  # {"unit", "state" (UnitStates of it), "url", "health" (HttpStatus), "reach", "links"}; None: no head
+    running: dict = field(default_factory=dict)  # RunningBuilds of its RPC servers' and llama-server's units
 
 
 @dataclass
@@ -97,8 +99,9 @@ def gib(value: int | None) -> str:
     return "?" if value is None else f"{value / GIB:.2f} GiB"
 
 
-def judge(facts: HostFacts, s: Settings) -> Report:
-    """Compare what a host shows with what its settings want; pure, so tests feed it facts."""
+def judge(facts: HostFacts, s: Settings, expected_rpc: list[str] | None = None) -> Report:
+    """Compare what a host shows with what its settings want; pure, so tests feed it facts.
+    `expected_rpc`: a head's --rpc list from the inventory (deploys/topology.py rpc_list)."""
     report = Report(s.host_name)
     report.rows.append(kernel_row(facts.distro, facts.kernel, s))
     card = check_gpu(report, facts, s)
@@ -109,12 +112,17 @@ def judge(facts: HostFacts, s: Settings) -> Report:
     report.rows.append(rocm_row(facts.rocm, s))
     if facts.llama_cpp is not None:
         report.rows.append(llama_cpp_row(facts.llama_cpp, s))
+        running = running_build_row(facts.running, facts.llama_cpp)
+        if running is not None:
+            report.rows.append(running)
     if facts.rpc is not None:
         report.rows.append(rpc_row(facts.rpc, s))
     if facts.head is not None:
         report.rows.append(head_row(facts.head))
         if facts.head.get("reach") is not None:
             report.rows.append(rpc_reach_row(facts.head["reach"], facts.head["state"]))
+        if facts.head.get("links") is not None:
+            report.rows.append(rpc_links_row(facts.head, expected_rpc, s.head_rpc_servers == "auto"))
     return report
 
 
@@ -142,6 +150,106 @@ def rpc_reach_row(reach: dict, state: dict | None) -> Row:
                + ": is the server running, and does its firewall accept the head? run deploys/rpc_worker.py")
         return Row("RPC reach", shown, "WARN" if busy else "FAIL", why)
     return Row("RPC reach", shown + ", no other user")
+
+
+def rpc_links_row(head: dict, expected: list[str] | None, auto: bool = False) -> Row:
+    """On a head: the RPC servers the running llama-server is connected to (its established TCP
+    connections, facts.llama_server.LlamaServerLinks) against the inventory's --rpc list.
+
+    With head_rpc_servers = "auto" the head may use the first few of that list only.
+    """
+    links, unit = head["links"], head["unit"]
+    expected = expected or []
+    if links["pid"] is None:
+        return Row("RPC links", "llama-server not running", "WARN", f"see the head row: journalctl -u {unit}")
+    started = links["rpc"] or []
+    wanted = started if auto and started == expected[:len(started)] else expected
+    connected = [ep for ep in wanted if ep in links["peers"]]
+    shown = f"{len(connected)}/{len(wanted)} RPC servers connected" + (f": {', '.join(connected)}" if connected else "")
+    restart = f"systemctl restart {unit}"
+    unknown = [ep for ep in started if ep not in expected]
+    missing = [ep for ep in wanted if ep not in started]
+    if unknown or missing:
+        why = []
+        if missing:
+            why.append(f"llama-server was started without {', '.join(missing)}")
+        if unknown:
+            why.append(f"it uses {', '.join(unknown)}, which the inventory no longer lists")
+        return Row("RPC links", shown, "FAIL", "; ".join(why) + ": run deploys/head.py (it restarts llama-server "
+                   "with the inventory's --rpc list)")
+    lost = [ep for ep in wanted if ep not in links["peers"]]
+    if lost and head.get("health") != 200:
+        return Row("RPC links", shown, "WARN", f"llama-server is not connected to {', '.join(lost)} while it "
+                   f"is not serving (/health {head.get('health') or 'no answer'}): loading, or waiting for them")
+    if lost:
+        return Row("RPC links", shown, "FAIL", f"llama-server is not connected to {', '.join(lost)}: that RPC server "
+                   "restarted or dropped the link, and llama.cpp's RPC client does not reconnect (llama-server "
+                   "aborts at its next use and systemd starts it again). To reconnect now: " + restart + "; if "
+                   "the server does not accept connections, run deploys/rpc_worker.py on its host")
+    return Row("RPC links", shown)
+
+
+def running_build_row(running: dict, install: dict | None) -> Row | None:
+    """The RPC servers and llama-server of a host run the build `current` points at (a new build is
+    picked up when they restart); None when nothing of ours runs here."""
+    live = {unit: r for unit, r in running.items() if r["pid"] is not None}
+    if not live:
+        return None
+    current = build_id(install)
+    other = {unit: r["build"] or r["exe"] for unit, r in live.items() if r["build"] != current}
+    if not other:
+        return Row("running build", f"{current} ({len(live)} unit{'s' * (len(live) > 1)})")
+    fix = ("run deploys/rpc_worker.py and deploys/head.py (deploys/full.py): they restart the RPC servers, then "
+           "llama-server, on the current build")
+    return Row("running build", "; ".join(f"{unit} runs {b}" for unit, b in other.items()), "FAIL",
+               f"current is {current or 'no build'}: {fix}")
+
+
+def rpc_unit(port: int) -> str:
+    return f"halo-rpc@{port}.service"
+
+
+def major(version: str | None) -> str | None:
+    return version.split(".")[0] if version else None
+
+
+def cluster_build_row(head: Settings, facts: dict[str, HostFacts], workers: list[Settings]) -> Row | None:
+    """On a head: its running llama-server and every running RPC server of its --rpc list run one
+    build and speak one RPC protocol version (the servers print it at start; a build's stamp records
+    its source's). None when the head's llama-server does not run or was not read.
+
+    cluster_build_row(settings(halo1), {"halo1": HostFacts, "halo2": ...}, workers_of(inventory))
+    """
+    from deploys.head import UNIT as HEAD_UNIT
+
+    mine = facts[head.host_name].running.get(HEAD_UNIT) if head.host_name in facts else None
+    if not mine or mine["pid"] is None:
+        return None
+    protocol = mine["stamp_protocol"]
+    servers, problems = 0, []
+    for w in workers:
+        for server in servers_for(w, head.host_name):
+            theirs = (facts.get(w.host_name).running if w.host_name in facts else {}).get(rpc_unit(server.port))
+            if not theirs or theirs["pid"] is None:
+                continue
+            servers += 1
+            speaks = theirs["started_protocol"] or theirs["stamp_protocol"]
+            where = f"{w.host_name} {rpc_unit(server.port)} runs build {theirs['build'] or theirs['exe']}"
+            if protocol and speaks and major(speaks) != major(protocol):
+                problems.append(f"{where} with RPC protocol {speaks}: llama-server refuses a server whose major "
+                                "version differs from its own ('RPC server version mismatch' in its journal)")
+            elif theirs["build"] != mine["build"]:
+                problems.append(f"{where}" + (f" (RPC protocol {speaks})" if speaks else "") + ": another commit "
+                                "or flags than llama-server's; the protocol version does not follow every change of "
+                                "ggml's operations, so the cluster must run one build")
+    if not servers:
+        return None
+    shown = f"llama-server {mine['build'] or mine['exe']}" + (f", RPC protocol {protocol}" if protocol else "")
+    if problems:
+        return Row("cluster build", shown, "FAIL", "; ".join(problems) + f" (llama-server: {shown}). Run "
+                   "deploys/full.py: it builds llama_cpp_ref once, copies it to every host, then restarts the RPC "
+                   "servers and llama-server on it")
+    return Row("cluster build", f"{shown}, same on its {servers} RPC server{'s' * (servers > 1)}")
 
 
 def rpc_unit_problems(rpc: dict) -> list[str]:

@@ -26,7 +26,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy, operation
 
 from deploys import head, rpc_worker, topology
-from deploys.checks import HostFacts, Report, judge, same_build_row
+from deploys.checks import HostFacts, Report, cluster_build_row, judge, same_build_row
 from deploys.common import failure
 from deploys.report import REPORT_ENV, summary, summary_text, table, write_summary
 from deploys.runcache import run_store
@@ -37,8 +37,8 @@ from facts.firewall import RpcReach
 from facts.firmware import FirmwarePackages, MesFirmware
 from facts.iommu import IommuState
 from facts.kernel import KernelRelease
-from facts.llama_cpp import LlamaCppInstall
-from facts.llama_server import HttpStatus
+from facts.llama_cpp import LlamaCppInstall, RunningBuilds
+from facts.llama_server import HttpStatus, LlamaServerLinks
 from facts.memory import MemTotal
 from facts.rocm import RocmVersion
 from facts.services import TcpListeners, UnitStates
@@ -65,6 +65,8 @@ def read_facts(s: Settings, get_fact: Callable | None = None, workers: list[Sett
             serving = (head_facts["state"] or {}).get("active") == "active"  # it holds the servers: do not queue
             head_facts["reach"] = get(RpcReach, endpoints=topology.rpc_list(s, workers), user=head.USER,
                                       probe_user=not serving)
+            head_facts["links"] = get(LlamaServerLinks, unit=head.UNIT)
+    units = [*(rpc["ports"].values() if rpc else ()), *([head.UNIT] if head_facts else ())]
     return HostFacts(
         distro=get(Distro)["family"],
         kernel=get(KernelRelease),
@@ -79,6 +81,7 @@ def read_facts(s: Settings, get_fact: Callable | None = None, workers: list[Sett
         llama_cpp=get(LlamaCppInstall, prefix=s.llama_cpp_prefix, ref=s.llama_cpp_ref),
         rpc=rpc,
         head=head_facts,
+        running=get(RunningBuilds, units=units) if units else {},
     )
 
 
@@ -89,8 +92,8 @@ def read_facts(s: Settings, get_fact: Callable | None = None, workers: list[Sett
 # hosts have, the tables and the summary are printed together and each failing host fails.
 
 
-def _run_reports() -> dict[str, tuple[Report, dict | None]]:
-    """{host: (its report, its LlamaCppInstall)} of this run."""
+def _run_reports() -> dict[str, tuple[Report, HostFacts]]:
+    """{host: (its report, its facts)} of this run."""
     return run_store("verify_reports")
 
 
@@ -99,7 +102,8 @@ def judge_host():
     """Read every fact of this host now and judge them; the next operation prints and fails."""
     s = settings(host)
     facts = read_facts(s)
-    _run_reports()[host.name] = (judge(facts, s), facts.llama_cpp)
+    expected = topology.rpc_list(s, topology.workers_of(host.inventory)) if s.is_head else None
+    _run_reports()[host.name] = (judge(facts, s, expected), facts)
     host.noop("facts read and judged")
     yield from ()
 
@@ -113,11 +117,17 @@ def report_hosts():
     if not reports.get("_printed"):
         reports["_printed"] = True  # no I/O since the check: no other host gets in between
         heads = [h.name for h in hosts if HEAD_GROUP in h.groups]
-        builds = {h.name: reports[h.name][1] for h in hosts}
+        builds = {h.name: reports[h.name][1].llama_cpp for h in hosts}
+        facts = {h.name: reports[h.name][1] for h in hosts}
+        workers = topology.workers_of(inventory)
         for h in hosts:
             same = same_build_row(h.name, builds, heads)
             if same is not None:
                 reports[h.name][0].rows.append(same)
+            if h.name in heads:
+                cluster = cluster_build_row(settings(h), facts, workers)
+                if cluster is not None:
+                    reports[h.name][0].rows.append(cluster)
         missed = [h.name for h in inventory if h.name not in reports]
         tables = [table(reports[h.name][0]) for h in hosts]
         entries = summary([reports[h.name][0] for h in hosts])

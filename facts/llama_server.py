@@ -146,3 +146,46 @@ class HttpStatus(FactBase[int | None]):
         if not re.fullmatch(r"[1-5][0-9][0-9]", text):
             return None
         return int(text)
+
+
+class LlamaServerLinks(FactBase[dict]):
+    """Which RPC servers the running llama-server is connected to: its main process (the unit's
+    MainPID), the --rpc list it was started with (LLAMA_ARG_RPC in /proc/<pid>/environ), and the
+    peers of its established TCP connections (`ss -Htnp`, needs root). llama.cpp's RPC client holds
+    one connection per RPC server while the model is loaded, and does not reconnect.
+
+    .. code:: python
+
+        {"pid": 4186, "rpc": ["10.151.0.12:50052", "10.151.0.13:50052"],
+         "peers": ["10.151.0.12:50052", "10.151.0.13:50052"]}
+
+    Default: {"pid": None, "rpc": None, "peers": []} (not running). "rpc" None: started without --rpc.
+    """
+
+    @staticmethod
+    def default() -> dict:
+        return {"pid": None, "rpc": None, "peers": []}
+
+    def command(self, unit: str) -> str:
+        return (
+            f"pid=$(systemctl show -p MainPID --value {shlex.quote(unit)} 2>/dev/null); echo \"pid=$pid\"; "
+            "if [ \"${pid:-0}\" -gt 0 ] 2>/dev/null; then "
+            "tr '\\0' '\\n' < /proc/$pid/environ 2>/dev/null | grep '^LLAMA_ARG_RPC='; "
+            "ss -Htnp 2>/dev/null | grep -F \"pid=$pid,\" | awk '$1 == \"ESTAB\" {print \"peer=\" $5}'; fi; true"
+        )
+
+    def process(self, output: list[str]) -> dict:
+        found = self.default()
+        peers = set()
+        for line in output:
+            key, sep, value = line.strip().partition("=")
+            if key == "pid" and value.isdigit() and int(value) > 0:
+                found["pid"] = int(value)
+            elif key == "LLAMA_ARG_RPC":
+                found["rpc"] = [ep.strip() for ep in value.split(",") if ep.strip()]
+            elif key == "peer" and re.fullmatch(r"\[?[0-9A-Fa-f.:]+\]?:\d{1,5}", value):
+                peers.add(value)
+        if found["pid"] is None:
+            return self.default()
+        found["peers"] = sorted(peers)
+        return found

@@ -214,7 +214,55 @@ def test_a_worker_on_another_build_fails(tuned_cluster):
     assert proc.returncode == 1, output
     assert (f"halo3: llama.cpp build {other}: halo1 (head) serves build {build}: RPC needs one llama.cpp build "
             "on every host") in output
-    assert "1 failed, 5 passed" in output
+    # its RPC server still runs the build it started with, which is not `current` any more
+    assert f"halo3: running build halo-rpc@50052.service runs {build}: current is {other}" in output
+    assert "2 failed, 7 passed" in output
+
+
+def head_serves_again() -> None:
+    """Restart llama-server on halo1 and wait for /health 200 (its RPC links are new then)."""
+    url = f"http://{lab.running_host('halo1').address}:8080/health"
+    lab.ssh("halo1", "systemctl restart halo-llama-server.service && for i in $(seq 120); do "
+                     f"[ \"$(curl -s -o /dev/null -w '%{{http_code}}' {url})\" = 200 ] && exit 0; "
+                     "sleep 1; done; exit 1", timeout=180)
+
+
+def test_a_head_that_lost_its_link_to_a_restarted_worker_fails_with_the_fix(tuned_cluster):
+    """halo3's RPC server restarts: llama-server's connection to it is closed and never made again until
+    llama-server restarts; verify reads the head's established connections and says so."""
+    lab.ssh("halo3", "systemctl restart halo-rpc@50052.service")
+    try:
+        proc = cluster_suite(tuned_cluster, "tests/verify/test_head.py", "-k", "connected")
+    finally:
+        head_serves_again()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert (f"halo1: RPC links FAIL: 1/2 RPC servers connected: {lab.SUBNET}.12:50052: llama-server is not "
+            f"connected to {lab.SUBNET}.13:50052") in output
+    assert "To reconnect now: systemctl restart halo-llama-server.service" in output
+    assert cluster_suite(tuned_cluster, "tests/verify/test_head.py", "-k", "connected").returncode == 0
+
+
+def test_a_worker_serving_another_build_than_the_head_fails_with_the_fix(tuned_cluster):
+    """halo3's RPC server runs a copy of the build under another id (what another commit or flags give):
+    the head's cluster build check names that server, its build and protocol version, and the fix."""
+    prefix = "/opt/llama.cpp"
+    build = lab.ssh("halo3", f"basename $(readlink -f {prefix}/current)").stdout.strip()
+    other = "e" * 12 + build[12:]
+    lab.ssh("halo3", f"cp -a {prefix}/builds/{build} {prefix}/builds/{other} && sed -i 's/{build}/{other}/g' "
+                     f"{prefix}/builds/{other}/halo-build.json && ln -sfn builds/{other} {prefix}/current && "
+                     "systemctl restart halo-rpc@50052.service")
+    try:
+        proc = cluster_suite(tuned_cluster, "tests/verify/test_head.py", "-k", "one_build")
+    finally:
+        lab.ssh("halo3", f"ln -sfn builds/{build} {prefix}/current && systemctl restart halo-rpc@50052.service && "
+                         f"rm -rf {prefix}/builds/{other}")
+        head_serves_again()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert (f"halo1: cluster build llama-server {build}, RPC protocol 7.0.0: halo3 halo-rpc@50052.service runs "
+            f"build {other} (RPC protocol 7.0.0): another commit or flags than llama-server's") in output
+    assert "Run deploys/full.py" in output
 
 
 def test_pyinfra_verify_judges_the_rpc_servers_and_the_head(tuned_cluster):

@@ -127,3 +127,99 @@ def test_reach_while_llama_server_holds_the_servers_checks_other_users_only():
     row = rpc_reach_row(reach(a_1=("skipped", "closed")), ACTIVE)
     assert (row.verdict, row.value) == ("ok", "1 RPC servers held by the running llama-server, no other user")
     assert rpc_reach_row(reach(a_1=("skipped", "open")), ACTIVE).verdict == "FAIL"
+
+
+# -- which RPC servers the running head is connected to (facts.llama_server.LlamaServerLinks) ------
+
+from deploys.checks import cluster_build_row, rpc_links_row, running_build_row  # noqa: E402
+
+A, B = "10.151.0.12:50052", "10.151.0.13:50052"
+
+
+def links(rpc, peers, health=200, pid=4186) -> dict:
+    return {"unit": "halo-llama-server.service", "health": health,
+            "links": {"pid": pid, "rpc": rpc, "peers": peers}}
+
+
+def test_links_ok_when_llama_server_holds_every_rpc_server_of_the_inventory():
+    row = rpc_links_row(links([A, B], [B, A]), [A, B])
+    assert (row.verdict, row.value) == ("ok", f"2/2 RPC servers connected: {A}, {B}")
+
+
+def test_links_fail_with_the_restart_when_a_server_dropped_the_connection():
+    row = rpc_links_row(links([A, B], [A]), [A, B])
+    assert row.verdict == "FAIL" and row.value == f"1/2 RPC servers connected: {A}"
+    assert f"not connected to {B}" in row.why and "systemctl restart halo-llama-server.service" in row.why
+
+
+def test_links_fail_when_the_running_list_is_not_the_inventorys():
+    row = rpc_links_row(links([A, "10.151.0.14:50052"], [A, "10.151.0.14:50052"]), [A, B])
+    assert row.verdict == "FAIL" and f"started without {B}" in row.why
+    assert "10.151.0.14:50052, which the inventory no longer lists" in row.why and "deploys/head.py" in row.why
+
+
+def test_links_while_loading_warn_and_a_stopped_head_is_left_to_the_head_row():
+    assert rpc_links_row(links([A, B], [A], health=503), [A, B]).verdict == "WARN"
+    assert rpc_links_row(links(None, [], pid=None), [A, B]).value == "llama-server not running"
+
+
+def test_links_with_auto_accept_the_first_servers_of_the_list():
+    assert rpc_links_row(links([A], [A]), [A, B], auto=True).verdict == "ok"
+    assert rpc_links_row(links([B], [B]), [A, B], auto=True).verdict == "FAIL"
+
+
+# -- the build the units run, and one build and protocol across the cluster ------------------------
+
+INSTALL = {"current": {"id": "3281634b448a-261b62d4"}, "ref_commit": None}
+
+
+def run(build, protocol="7.0.0", started=None, pid=812) -> dict:
+    return {"pid": pid, "exe": f"/opt/llama.cpp/builds/{build}/bin/x", "build": build,
+            "stamp_protocol": protocol, "started_protocol": started}
+
+
+def test_running_build_is_current_or_fails_with_the_restart():
+    ok = running_build_row({"halo-rpc@50052.service": run("3281634b448a-261b62d4")}, INSTALL)
+    assert (ok.verdict, ok.value) == ("ok", "3281634b448a-261b62d4 (1 unit)")
+    row = running_build_row({"halo-rpc@50052.service": run("0123456789ab-1a2b3c4d")}, INSTALL)
+    assert row.verdict == "FAIL" and row.value == "halo-rpc@50052.service runs 0123456789ab-1a2b3c4d"
+    assert "current is 3281634b448a-261b62d4" in row.why and "deploys/rpc_worker.py" in row.why
+    assert running_build_row({"halo-rpc@50052.service": run(None, pid=None)}, INSTALL) is None
+
+
+def named(name: str, **data) -> Settings:
+    s = Settings(**data)
+    s._host_name = name
+    return s
+
+
+def cluster(head_run, worker_run) -> dict[str, HostFacts]:
+    return {"halo1": replace(TUNED, running={"halo-llama-server.service": head_run}),
+            "halo2": replace(TUNED, running={"halo-rpc@50052.service": worker_run})}
+
+
+HEAD_S, WORKERS = named("halo1"), [named("halo2", rpc_bind_address="10.151.0.12")]
+
+
+def test_cluster_build_ok_when_head_and_servers_run_one_build():
+    row = cluster_build_row(HEAD_S, cluster(run("a" * 12 + "-1a2b3c4d"), run("a" * 12 + "-1a2b3c4d", started="7.0.0")),
+                            WORKERS)
+    assert row.verdict == "ok" and row.value.endswith("RPC protocol 7.0.0, same on its 1 RPC server")
+
+
+def test_cluster_build_explains_a_protocol_mismatch():
+    row = cluster_build_row(HEAD_S, cluster(run("a" * 12 + "-1a2b3c4d", "7.0.0"), run("b" * 12 + "-1a2b3c4d", None,
+                                                                                       started="6.1.0")), WORKERS)
+    assert row.verdict == "FAIL"
+    assert "halo2 halo-rpc@50052.service runs build bbbbbbbbbbbb-1a2b3c4d with RPC protocol 6.1.0" in row.why
+    assert "RPC server version mismatch" in row.why and "deploys/full.py" in row.why
+
+
+def test_cluster_build_explains_another_build_with_the_same_protocol():
+    row = cluster_build_row(HEAD_S, cluster(run("a" * 12 + "-1a2b3c4d"), run("b" * 12 + "-1a2b3c4d", started="7.0.0")),
+                            WORKERS)
+    assert row.verdict == "FAIL" and "(RPC protocol 7.0.0): another commit or flags" in row.why
+
+
+def test_cluster_build_says_nothing_while_the_head_does_not_run():
+    assert cluster_build_row(HEAD_S, cluster(run(None, pid=None), run("b" * 12 + "-1a2b3c4d")), WORKERS) is None

@@ -20,6 +20,7 @@ import os
 import pytest
 import testinfra
 
+from deploys.checks import HostFacts
 from deploys.report import summary, summary_text, write_summary
 from tests.verify.halo import CLUSTER, HaloHost, derive_hosts, halo_host, load_cluster
 
@@ -74,13 +75,15 @@ def all_hosts(request: pytest.FixtureRequest) -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def builds(request: pytest.FixtureRequest, all_hosts) -> dict[str, dict | None]:
+def host_facts(request: pytest.FixtureRequest, all_hosts) -> dict[str, HostFacts]:
+    """What verify read of every host in this run (HostFacts), by inventory name."""
+    return {name: halo_host(request.config, tihost).facts for name, tihost in all_hosts.items()}
+
+
+@pytest.fixture(scope="session")
+def builds(host_facts) -> dict[str, dict | None]:
     """LlamaCppInstall of every host in this run."""
-    found = {}
-    for name, tihost in all_hosts.items():
-        facts = halo_host(request.config, tihost).facts
-        found[name] = facts.llama_cpp
-    return found
+    return {name: facts.llama_cpp for name, facts in host_facts.items()}
 
 
 @pytest.fixture(autouse=True)

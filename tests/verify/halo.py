@@ -20,6 +20,7 @@ from pyinfra_cli.util import parse_cli_arg
 
 from deploys.checks import HostFacts, Report, Row, judge, same_build_row
 from deploys.settings import HEAD_GROUP, Settings, SettingsError, validate_inventory
+from deploys.topology import rpc_list
 from deploys.verify import read_facts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,6 +47,11 @@ class Cluster:
 
     def groups(self, name: str) -> tuple[str, ...]:
         return self.settings[name].groups
+
+    @property
+    def workers(self) -> list[Settings]:
+        """Settings of group rpc_workers, in inventory order."""
+        return [self.settings[h.name] for h in self.inventory if "rpc_workers" in h.groups]
 
     @property
     def heads(self) -> list[str]:
@@ -159,9 +165,10 @@ def halo_host(config: pytest.Config, tihost) -> HaloHost:
                     pytrace=False)
     s = cluster.settings[name]
     if name not in cluster.facts:
-        workers = [cluster.settings[h.name] for h in cluster.inventory if "rpc_workers" in h.groups]
+        workers = cluster.workers
         cluster.facts[name] = read_facts(s, fact_reader(tihost), workers)
-        cluster.reports[name] = judge(cluster.facts[name], s)
+        expected = rpc_list(s, workers) if s.is_head else None
+        cluster.reports[name] = judge(cluster.facts[name], s, expected)
     return HaloHost(tihost, name, s, cluster.facts[name], cluster.reports[name], cluster)
 
 

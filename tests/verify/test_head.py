@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from deploys import head
+from deploys.checks import cluster_build_row
 from tests.verify.halo import check
 
 pytestmark = pytest.mark.hosts_in("head")
@@ -36,10 +37,29 @@ def test_head_lists_the_model(halo):
           f"{halo.name}: /v1/models lists {ids}, not the model {wanted}: run deploys/head.py")
 
 
-def test_only_llama_server_on_the_head_reaches_the_rpc_servers(halo):
-    """The head's egress rule: llama-server's user connects to every RPC server it uses, no other user to any."""
-    found = [r for r in halo.report.rows if r.subject == "RPC reach"]
+def not_failed(halo, subject: str) -> None:
+    """Verify's row `subject` of a head that uses RPC servers is not FAIL (skip: it uses none)."""
+    found = [r for r in halo.report.rows if r.subject == subject]
     if not found:
         pytest.skip(f"{halo.name} uses no RPC server")
     row = found[0]
-    check(row.verdict != "FAIL", f"{halo.name}: RPC reach {row.verdict}: {row.value}: {row.why}")
+    check(row.verdict != "FAIL", f"{halo.name}: {subject} {row.verdict}: {row.value}: {row.why}")
+
+
+def test_only_llama_server_on_the_head_reaches_the_rpc_servers(halo):
+    """The head's egress rule: llama-server's user connects to every RPC server it uses, no other user to any."""
+    not_failed(halo, "RPC reach")
+
+
+def test_the_head_is_connected_to_every_rpc_server_of_the_inventory(halo):
+    """llama-server's established connections (read on the head) to each server of its --rpc list."""
+    not_failed(halo, "RPC links")
+
+
+def test_the_head_and_its_rpc_servers_run_one_build_and_protocol(halo, host_facts):
+    """The running llama-server and every running RPC server it uses: one build, one RPC protocol version."""
+    row = cluster_build_row(halo.settings, host_facts, halo.cluster.workers)
+    if row is None:
+        pytest.skip(f"llama-server does not run on {halo.name}, or none of its RPC servers is among --hosts")
+    halo.record(row)
+    check(row.verdict == "ok", f"{halo.name}: cluster build {row.value}: {row.why}")
