@@ -44,6 +44,7 @@ from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.operations import server
 
+from deploys import shipped
 from deploys.common import fail_host, warn
 from deploys.settings import Settings, settings
 from facts.amdgpu import GpuMemory, TtmLimits
@@ -230,33 +231,16 @@ def cfg_check_script(wanted: KernelArgs, remove: list[str], cfg: str = GRUB_CFG)
 
 
 def apply_script(path: str, new_text: str | None, wanted: KernelArgs, remove: list[str]) -> str:
-    """sh: back up and replace `path` (unless new_text is None), regenerate grub.cfg, check it; undo on failure."""
-    encoded = base64.b64encode(new_text.encode()).decode() if new_text is not None else ""
-    return f"""set -u
-f={shlex.quote(path)}; cfg={GRUB_CFG}; backup=
-work=$(mktemp -d) || exit 1
-trap 'rm -rf "$work"' EXIT
-if [ -f "$cfg" ]; then cp -p "$cfg" "$work/grub.cfg" || exit 1; fi
-if [ -n {shlex.quote(encoded)} ]; then
-  printf %s {shlex.quote(encoded)} | base64 -d > "$work/new" || exit 1
-  if ! sh -n "$work/new"; then echo "halo-provision: the edited $f does not parse as sh; nothing changed"; exit 1; fi
-  backup="$f.halo-provision-$(date +%Y%m%d-%H%M%S).bak"
-  while [ -e "$backup" ]; do sleep 1; backup="$f.halo-provision-$(date +%Y%m%d-%H%M%S).bak"; done
-  cp -p "$f" "$backup" && cat "$work/new" > "$f" || exit 1
-  echo "$f: kernel arguments set; the previous file is $backup"
-fi
-if command -v update-grub >/dev/null 2>&1; then update-grub; else grub-mkconfig -o "$cfg"; fi \\
-  && {cfg_check_script(wanted, remove)} && exit 0
-rm -f "$cfg.new"
-if [ -f "$work/grub.cfg" ]; then cp -p "$work/grub.cfg" "$cfg"; else rm -f "$cfg"; fi
-if [ -n "$backup" ]; then
-  cat "$backup" > "$f"
-  echo "halo-provision: regenerating $cfg failed or it lacks the arguments; restored $f from $backup and $cfg as it was"
-else
-  echo "halo-provision: regenerating $cfg failed or it lacks the arguments; restored $cfg as it was"
-fi
-exit 1
-"""
+    """deploys/scripts/grub-apply.sh as one command: back up and replace `path` (unless new_text is None),
+    regenerate grub.cfg, check it; undo on failure."""
+    env = {"HALO_FILE": path, "HALO_CFG": GRUB_CFG, "HALO_NEW": _base64(new_text),
+           "HALO_CHECK": cfg_check_script(wanted, remove)}
+    return str(shipped.script_command("grub-apply.sh", env))
+
+
+def _base64(text: str | None) -> str:
+    """A file's new text for the apply scripts: base64 (empty: leave the file as it is)."""
+    return base64.b64encode(text.encode()).decode() if text is not None else ""
 
 
 # --- systemd-boot: /etc/kernel/cmdline and kernel-install ------------------------------------------
@@ -312,38 +296,12 @@ exit "$bad")"""
 
 
 def systemd_boot_script(new_text: str | None, wanted: KernelArgs, remove: list[str]) -> str:
-    """sh: back up and replace /etc/kernel/cmdline (unless new_text is None), rewrite every installed kernel's
-    boot entry with kernel-install, check the entries; on failure put the file back and rewrite them again."""
-    encoded = base64.b64encode(new_text.encode()).decode() if new_text is not None else ""
-    return f"""set -u
-f={KERNEL_CMDLINE}; backup=; new={shlex.quote(encoded)}
-entries() {{
-  rc=1
-  for d in /lib/modules/*/; do
-    k=${{d%/}}; k=${{k##*/}}
-    img=/lib/modules/$k/vmlinuz; [ -e "$img" ] || img=/boot/vmlinuz-$k; [ -e "$img" ] || continue
-    set -- "$k" "$img"; if [ -e "/boot/initrd.img-$k" ]; then set -- "$@" "/boot/initrd.img-$k"; fi
-    kernel-install add "$@" || return 1
-    rc=0
-  done
-  [ "$rc" = 0 ] || echo "no kernel in /lib/modules with an image in /lib/modules/<version>/vmlinuz or /boot"
-  return "$rc"
-}}
-if [ -n "$new" ]; then
-  if [ -e "$f" ]; then
-    backup="$f.halo-provision-$(date +%Y%m%d-%H%M%S).bak"
-    while [ -e "$backup" ]; do sleep 1; backup="$f.halo-provision-$(date +%Y%m%d-%H%M%S).bak"; done
-    cp -p "$f" "$backup" || exit 1
-  fi
-  mkdir -p /etc/kernel && printf %s "$new" | base64 -d > "$f.new" && mv "$f.new" "$f" || exit 1
-  echo "$f: kernel arguments set; the previous file is ${{backup:-none (there was no file)}}"
-fi
-entries && {entries_check_script(wanted, remove)} && exit 0
-if [ -n "$backup" ]; then cat "$backup" > "$f"; elif [ -n "$new" ]; then rm -f "$f"; fi
-entries >/dev/null 2>&1
-echo "halo-provision: kernel-install failed or the boot entries lack the arguments; restored $f${{backup:+ from $backup}} and rewrote the entries with it"
-exit 1
-"""
+    """deploys/scripts/systemd-boot-apply.sh as one command: back up and replace /etc/kernel/cmdline (unless
+    new_text is None), rewrite every installed kernel's boot entry with kernel-install, check the entries;
+    on failure put the file back and rewrite them again."""
+    env = {"HALO_FILE": KERNEL_CMDLINE, "HALO_NEW": _base64(new_text),
+           "HALO_CHECK": entries_check_script(wanted, remove)}
+    return str(shipped.script_command("systemd-boot-apply.sh", env))
 
 
 def kernelstub_command(running: ParsedArgs | None, wanted: KernelArgs, remove: list[str]) -> str:

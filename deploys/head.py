@@ -223,41 +223,11 @@ def binary(s: Settings) -> str:
     return f"{s.llama_cpp_prefix}/current/bin/llama-server"
 
 
-def wait_script(url: str, unit: str, timeout_s: int) -> str:
-    """Wait for `url` to answer 200; fail early when the unit stopped or crashed, with its journal."""
-    return f"""set -u
-url={shlex.quote(url)} unit={shlex.quote(unit)} timeout={timeout_s}
-start=$(date +%s) shown=-1
-restarts=$(systemctl show -p NRestarts --value "$unit")
-while :; do
-    code=$(curl -s -o /dev/null -m 5 -w '%{{http_code}}' "$url" || true)
-    took=$(( $(date +%s) - start ))
-    if [ "$code" = 200 ]; then echo "llama-server answers $url with 200 after $took s"; exit 0; fi
-    state=$(systemctl show -p ActiveState --value "$unit")/$(systemctl show -p SubState --value "$unit")
-    case "$state" in
-        failed/*|inactive/*) reason="$unit stopped ($state)"; break ;;
-        */auto-restart) reason="llama-server exited and systemd is about to restart it ($state)"; break ;;
-    esac
-    if [ "$(systemctl show -p NRestarts --value "$unit")" != "$restarts" ]; then
-        reason="llama-server exited and systemd restarted it ($state)"; break
-    fi
-    if [ "$took" -ge "$timeout" ]; then
-        reason="$url did not answer 200 within head_ready_timeout_s = $timeout s (last: ${{code:-none}}, $state)"
-        case "$state" in
-            */start-pre) reason="$reason: llama-server is not started, it waits for its RPC servers" ;;
-        esac
-        break
-    fi
-    if [ $(( took / {PROGRESS_EVERY_S} )) -ne "$shown" ]; then
-        shown=$(( took / {PROGRESS_EVERY_S} ))
-        echo "waiting for llama-server to load the model: /health ${{code}} ($state) after $took s"
-    fi
-    sleep 2
-done
-echo "llama-server is not ready: $reason. Its last journal lines:" >&2
-journalctl -u "$unit" -n 40 --no-pager -o cat >&2
-exit 1
-"""
+def ready_command(url: str, timeout_s: int) -> StringCommand:
+    """deploys/scripts/llama-server-ready.sh: wait for `url` to answer 200; fail early when the unit
+    stopped or crashed, with its journal."""
+    env = {"HALO_URL": url, "HALO_UNIT": UNIT, "HALO_TIMEOUT_S": str(timeout_s), "HALO_EVERY_S": str(PROGRESS_EVERY_S)}
+    return shipped.script_command("llama-server-ready.sh", env)
 
 
 # -- operations that read the host when they run ---------------------------------------------------
@@ -393,7 +363,7 @@ def ready(url: str, timeout_s: int):
     if host.get_fact(HttpStatus, url=url) == 200:
         host.noop(f"{url} answers 200")
         return
-    yield StringCommand("bash", "-c", shlex.quote(wait_script(url, UNIT, timeout_s)))
+    yield ready_command(url, timeout_s)
 
 
 # -- the step ----------------------------------------------------------------------------------------

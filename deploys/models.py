@@ -13,9 +13,10 @@ stamp `<part>.sha256` beside it (later runs do not hash it again). An interrupte
 from __future__ import annotations
 
 import re
-import shlex
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
+
+from deploys import shipped
 
 PROGRESS_EVERY_S = 10
 ATTEMPTS = 5  # transfers per part in one run; each resumes where the last one stopped
@@ -90,59 +91,10 @@ def split_problems(urls: list[str]) -> list[str]:
 
 def download_script(url: str, sha256: str, dest: str, variable: str = "model_sha256",
                     every_s: int = PROGRESS_EVERY_S, token_file: str | None = None) -> str:
-    """Download `url` to `dest` through `<dest>.part` (resumed), check free disk and the sha256, then
-    move it into place and write the stamp. `variable` names the sha256's setting in messages; a
-    progress line (bytes, total, rate) comes every `every_s` seconds. With `token_file`, curl reads
-    an Authorization header made from it when it runs (through a pipe: the token is in no argument,
-    script or log; curl does not send it on to another host of a redirect)."""
-    auth = ""
-    if token_file is not None:
-        auth = """ -H @<(printf 'Authorization: Bearer %s\\n' "$(head -n 1 "$token" | tr -d '\\r\\n ')")"""
-    return f"""set -uo pipefail
-token={shlex.quote(token_file or "")}
-dest={shlex.quote(dest)} url={shlex.quote(url)} want={sha256} variable={shlex.quote(variable)}
-part="$dest.part" name=$(basename "$dest")
-human() {{ numfmt --to=iec-i --suffix=B "$1" 2>/dev/null || echo "$1 bytes"; }}
-size() {{ stat -c %s "$part" 2>/dev/null || echo 0; }}
-# the size the server announces (the last Content-Length after redirects), then free disk space
-total=$(curl -sSLfI -m 30{auth} "$url" 2>/dev/null | tr -d '\\r' | awk 'tolower($1)=="content-length:" {{n=$2}} END {{print n+0}}')
-have=$(size)
-avail=$(df -B1 --output=avail "$(dirname "$dest")" | tail -n 1 | tr -d ' ')
-if [ "$total" -gt 0 ] && [ $(( total - have )) -gt "$avail" ]; then
-    echo "not enough disk space for $name: $(human $(( total - have ))) still to download, $(human "$avail") free in $(dirname "$dest"); free some space or set model_dir to a bigger file system" >&2
-    exit 1
-fi
-attempt=0
-while :; do
-    attempt=$(( attempt + 1 )) have=$(size)
-    if [ "$total" -gt 0 ] && [ "$have" -gt "$total" ]; then rm -f "$part"; have=0; fi  # not this file's start
-    if [ "$total" -gt 0 ] && [ "$have" -eq "$total" ]; then break; fi
-    [ "$have" -gt 0 ] && echo "$name: resuming at $(human "$have") (attempt $attempt)"
-    curl -sSLf --connect-timeout 30{auth} -C - -o "$part" "$url" &
-    pid=$! last=$have next=$(( $(date +%s) + {every_s} ))
-    while kill -0 "$pid" 2>/dev/null; do
-        sleep 1
-        if [ "$(date +%s)" -ge "$next" ]; then
-            got=$(size)
-            echo "$name: $(human "$got") of $( [ "$total" -gt 0 ] && human "$total" || echo '?') at $(human $(( (got - last) / {every_s} )))/s"
-            last=$got next=$(( next + {every_s} ))
-        fi
-    done
-    if wait "$pid"; then break; fi
-    if [ "$attempt" -ge {ATTEMPTS} ]; then
-        echo "downloading $url failed {ATTEMPTS} times; $(human "$(size)") of it are kept in $part: run again to resume" >&2
-        exit 1
-    fi
-    sleep 2
-done
-got=$(sha256sum "$part" | cut -d' ' -f1)
-if [ "$got" != "$want" ]; then
-    rm -f "$part"
-    echo "$variable mismatch: $url has sha256 $got, expected $want; the download was deleted, $dest is unchanged" >&2
-    exit 1
-fi
-chmod 0644 "$part"
-mv -f "$part" "$dest"
-echo "$want  $name" > "$dest.sha256"
-echo "downloaded $url to $dest (sha256 checked)"
-"""
+    """deploys/scripts/model-download.sh as one bash command: download `url` to `dest` through
+    `<dest>.part` (resumed), check free disk and the sha256, then move it into place and write the stamp.
+    `variable` names the sha256's setting in messages; a progress line (bytes, total, rate) comes every
+    `every_s` seconds. With `token_file`, curl reads an Authorization header made from it when it runs."""
+    env = {"HALO_URL": url, "HALO_SHA256": sha256, "HALO_DEST": dest, "HALO_VARIABLE": variable,
+           "HALO_EVERY_S": str(every_s), "HALO_ATTEMPTS": str(ATTEMPTS), "HALO_TOKEN_FILE": token_file or ""}
+    return str(shipped.script_command("model-download.sh", env))

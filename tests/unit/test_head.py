@@ -554,7 +554,7 @@ def test_ready_waits_only_when_health_is_not_200():
     commands, _ = run_operation(ready, {HttpStatus: 503}, url="http://10.151.0.11:8080/health", timeout_s=600)
     (command,) = commands
     script = command.get_raw_value()
-    assert "timeout=600" in script and "journalctl -u" in script and "auto-restart" in script
+    assert "HALO_TIMEOUT_S=600" in script and "journalctl -u" in script and "auto-restart" in script
 
 
 def test_download_is_skipped_when_the_stamp_matches():
@@ -567,7 +567,7 @@ def test_download_is_skipped_when_the_stamp_matches():
     other = {FileContents: [f"{'1' * 64}  tiny.gguf"], File: {"size": 1, "mode": 644, "user": "root"}}
     commands, _ = run_operation(verified_download, other, url="http://x/tiny.gguf", sha256=SHA, dest=dest)
     uploads = [c for c in commands if isinstance(c, FileUploadCommand)]  # run as long work (progress lines)
-    assert len(uploads) == 1 and "curl" in uploads[0].src.getvalue() and f"want={SHA}" in uploads[0].src.getvalue()
+    assert len(uploads) == 1 and "curl" in uploads[0].src.getvalue() and f"HALO_SHA256={SHA}" in uploads[0].src.getvalue()
     assert uploads[0].dest == "/var/lib/halo-provision/work/download-tiny.gguf/script"
     gone = {FileContents: [f"{SHA}  tiny.gguf"], File: None}
     commands, _ = run_operation(verified_download, gone, url="http://x/tiny.gguf", sha256=SHA, dest=dest)

@@ -4,6 +4,7 @@ with curl against a local server that breaks a transfer off (resume), lies about
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 
@@ -93,8 +94,12 @@ def test_too_little_disk_space_stops_before_downloading(served, tmp_path):
     (root / "big.gguf").write_bytes(b"x")
     big = tmp_path / "big.gguf"
     script = download_script(f"{server.url}/big.gguf", "0" * 64, str(big))
-    script = script.replace('avail=$(df -B1 --output=avail "$(dirname "$dest")" | tail -n 1 | tr -d \' \')', "avail=0")
-    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    bin_dir = tmp_path / "bin"  # a df that finds the file system full
+    bin_dir.mkdir()
+    (bin_dir / "df").write_text("#!/bin/sh\necho Avail; echo 0\n")
+    (bin_dir / "df").chmod(0o755)
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"))
     assert proc.returncode == 1
     assert f"not enough disk space for big.gguf: 1B still to download, 0B free in {tmp_path}" in proc.stderr
     assert [r[0] for r in server.requests] == ["HEAD"]
