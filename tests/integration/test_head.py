@@ -42,8 +42,10 @@ def http(path: str, body: dict | None = None, key: str | None = None) -> tuple[i
 
 
 def env_file() -> dict[str, str]:
+    """llama-server's env file as systemd reads it: values in double quotes, a backslash before " \\ ` $."""
     lines = sh(f"cat {ENV_FILE}").splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
+    return {k: re.sub(r'\\(["\\`$])', r"\1", v[1:-1]) if len(v) > 1 and v[0] == v[-1] == '"' else v for k, v in pairs}
 
 
 def journal_of_current_process() -> str:
