@@ -30,7 +30,6 @@ and the DKMS firmware package has shipped the bad MES firmware 0x83 that hangs g
 
 from __future__ import annotations
 
-import shlex
 from io import StringIO
 from urllib.parse import urlsplit
 
@@ -40,6 +39,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
+from deploys import shipped
 from deploys.common import install_packages
 from deploys.settings import Settings, SettingsError, settings
 from facts.distro import Distro
@@ -165,51 +165,18 @@ def opt_dir(version: str) -> str:
 
 
 def tarball_script(url: str, sha256: str, dest: str) -> str:
-    """Download the tarball next to `dest`, check its sha256, unpack it, then move it into place."""
-    return f"""set -euo pipefail
-dest={shlex.quote(dest)} url={shlex.quote(url)} want={sha256}
-if [ -e "$dest" ] && [ ! -f "$dest/{STAMP}" ]; then
-    echo "$dest exists but was not unpacked from a tarball by this step (ROCm packages?): remove it or use another rocm_version" >&2
-    exit 1
-fi
-mkdir -p "$(dirname "$dest")"
-work=$(mktemp -d "$dest.partial.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-curl -sSLf --retry 3 -o "$work/rocm.tar" "$url"
-got=$(sha256sum "$work/rocm.tar" | cut -d' ' -f1)
-if [ "$got" != "$want" ]; then
-    echo "rocm_tarball_sha256 mismatch: $url has sha256 $got, expected $want; nothing was unpacked" >&2
-    exit 1
-fi
-mkdir "$work/root"
-tar -xf "$work/rocm.tar" -C "$work/root"
-rm "$work/rocm.tar"
-echo "$want" > "$work/root/{STAMP}"
-rm -rf "$dest"
-mv "$work/root" "$dest"
-"""
+    """deploys/scripts/rocm-tarball.sh as one command: download the tarball next to `dest`, check its
+    sha256, unpack it, then move it into place."""
+    env = {"HALO_URL": url, "HALO_SHA256": sha256, "HALO_DEST": dest, "HALO_STAMP": STAMP}
+    return str(shipped.script_command("rocm-tarball.sh", env))
 
 
 def key_script(url: str, fingerprint: str, path: str) -> str:
-    """Fetch the key at `url` aside, and install it dearmored as `path` only when it holds exactly one
-    primary key, with `fingerprint` (anything else fails with both fingerprints; nothing is installed)."""
-    q = shlex.quote
-    return f"""set -euo pipefail
-url={q(url)} want={q(fingerprint)} path={q(path)}
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-curl --proto =https --proto-redir =https -sSLf "$url" -o "$work/key.asc"  # no redirect to http either
-gpg --dearmor < "$work/key.asc" > "$work/key.gpg"
-got=$(gpg --show-keys --with-colons "$work/key.gpg" 2>/dev/null \
-      | awk -F: '$1 == "pub" {{ primary = 1; next }} $1 == "fpr" && primary {{ print $10; primary = 0 }}' | paste -sd' ')
-if [ "$got" != "$want" ]; then
-    echo "rocm_repo_key_fingerprint: the key at $url has the primary key fingerprint(s) '${{got:-none}}', expected" \
-         "exactly $want; nothing was installed and apt trusts nothing new. Check rocm_repo_key_url, or set" \
-         "rocm_repo_key_fingerprint to the fingerprint the repository publishes" >&2
-    exit 1
-fi
-install -d -m 0755 "$(dirname "$path")"
-install -m 0644 "$work/key.gpg" "$path.new" && mv "$path.new" "$path"
-"""
+    """deploys/scripts/rocm-key.sh as one command: fetch the key at `url` aside, and install it dearmored
+    as `path` only when it holds exactly one primary key, with `fingerprint` (anything else fails with
+    both fingerprints; nothing is installed)."""
+    env = {"HALO_URL": url, "HALO_FINGERPRINT": fingerprint, "HALO_PATH": path}
+    return str(shipped.script_command("rocm-key.sh", env))
 
 
 @operation()
@@ -220,7 +187,7 @@ def dearmored_key(url: str, fingerprint: str, path: str):
     if digests["url"] is not None and digests["url"] == digests["path"]:
         host.noop(f"{path} holds the key from {url}")
         return
-    yield StringCommand("bash", "-c", shlex.quote(key_script(url, fingerprint, path)))
+    yield StringCommand(key_script(url, fingerprint, path))
 
 
 @operation()
@@ -230,7 +197,7 @@ def unpacked_tarball(url: str, sha256: str, dest: str):
     if stamp and stamp[0].strip() == sha256:
         host.noop(f"{dest} holds the tarball with sha256 {sha256[:12]}...")
         return
-    yield StringCommand("bash", "-c", shlex.quote(tarball_script(url, sha256, dest)))
+    yield StringCommand(tarball_script(url, sha256, dest))
 
 
 def amd_repo(s: Settings, suite: str) -> None:

@@ -269,7 +269,7 @@ def test_therock_operations_unpack_link_and_ldconfig(monkeypatch):
     assert names == ["Install curl, ca-certificates, tar for this step", "Install the ROCm tarball into /opt/rocm-7.2.1",
                      "Point /opt/rocm at /opt/rocm-7.2.1", "List /opt/rocm-7.2.1/lib for the dynamic linker",
                      "Update the dynamic linker's cache (ldconfig)"]
-    assert "dest=/opt/rocm-7.2.1" in ops["Install ROCm | Install the ROCm tarball into /opt/rocm-7.2.1"][0]
+    assert "HALO_DEST=/opt/rocm-7.2.1" in ops["Install ROCm | Install the ROCm tarball into /opt/rocm-7.2.1"][0]
 
 
 def test_the_distro_packages_need_no_linker_configuration(monkeypatch):
