@@ -10,11 +10,14 @@ is no GPU here: the proof is the compile, the gfx1151 code objects in the binari
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
-from lab.pyinfra_cli import pyinfra
+from lab.pyinfra_cli import ENV, REPO, pyinfra
 from tests.integration.conftest import assert_no_changes
 from lab import lab
 from lab.llama_source import TAG, llama_repo, serve
@@ -85,37 +88,53 @@ def test_llama_cpp_builds_for_gfx1151_with_hip(forky):
 
 def test_the_toolchain_is_found_off_path_in_a_therock_shaped_prefix(forky):
     """What this proves: with rocm_source = "therock" the build finds hipconfig in /opt/rocm-<version>/bin
-    and clang through it although neither is on PATH (forky's /usr/bin/hipconfig is moved away for the
-    test), sets ROCM_PATH/HIP_PATH/HIPCXX from that prefix, and CMake configures and compiles the HIP
-    backend with them. What it does not prove: the prefix is made of forky's own ROCm (hipconfig copied
-    into bin/, include/, lib/, share/, llvm/ and amdgcn/ linked to where forky installs them), not a
-    TheRock tarball, whose own layout and libraries are not exercised here."""
+    and clang through `hipconfig -l` although neither is on PATH (forky's /usr/bin/hipconfig and hipcc are
+    moved away for the test), sets ROCM_PATH/HIP_PATH/HIPCXX from that prefix, CMake configures the HIP
+    backend with that clang, and it compiles ggml-cuda's sources for gfx1151 from there. The build is then
+    stopped after its first HIP objects (the whole HIP compile, an hour here, is proven by the test
+    above with /usr), and `current` is still the build of the test above. What it does not prove: the
+    prefix is made of forky's own ROCm (hipconfig copied into bin/; include/, lib/ and amdgcn/ linked to forky's,
+    so that hipconfig's `-l` answers <prefix>/lib/llvm-21/bin as TheRock's answers <prefix>/lib/llvm/bin),
+    not a TheRock tarball, whose own files are not exercised here."""
+    before = on(f"readlink -f {PREFIX}/current").strip()
     llvm = on("hipconfig -l").strip().removesuffix("/").removesuffix("/bin")
-    triplet = on("dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu").strip()
     # AMD's layout: the device libraries in <prefix>/amdgcn/bitcode, where clang looks with ROCM_PATH set
     bitcode = on(f"find {llvm}/lib/clang -maxdepth 3 -type d -name amdgcn | head -n 1").strip()
     on(f"set -e; rm -rf {THERE}; mkdir -p {THERE}/bin; cp -L /usr/bin/hipconfig /usr/bin/hipcc {THERE}/bin/; "
-       f"ln -s /usr/include {THERE}/include; ln -s /usr/lib/{triplet} {THERE}/lib; ln -s /usr/share {THERE}/share; "
-       f"ln -s {llvm} {THERE}/llvm; ln -s {bitcode} {THERE}/amdgcn; mv /usr/bin/hipconfig /usr/bin/hipconfig.halo-test; "
-       "mv /usr/bin/hipcc /usr/bin/hipcc.halo-test")
+       f"ln -s /usr/include {THERE}/include; ln -s /usr/lib {THERE}/lib; ln -s /usr/share {THERE}/share; "
+       f"ln -s {bitcode} {THERE}/amdgcn; "
+       "mv /usr/bin/hipconfig /usr/bin/hipconfig.halo-test; mv /usr/bin/hipcc /usr/bin/hipcc.halo-test")
     data = {**forky, "rocm_source": "therock", "rocm_version": "7.2.1",
             "rocm_tarball_url": "https://example.org/therock.tar.gz", "rocm_tarball_sha256": "ab" * 32,
-            # a new build id (the same compile lines, so the compiler cache can help)
-            "llama_cpp_cmake_extra_args": '["-DHALO_TEST_PROOF=therock"]'}
+            "llama_cpp_cmake_extra_args": '["-DHALO_TEST_PROOF=therock"]'}  # a new build tree
+    cmd = [sys.executable, "-m", "pyinfra", "-y"] + [f"--data={k}={v}" for k, v in data.items()]
+    deploy = None
     try:
         assert on("command -v hipconfig hipcc || true").strip() == ""
-        seconds, proc = run("deploys/llama_cpp.py", data, timeout=BUILD_TIMEOUT_S)
-        output = proc.stdout + proc.stderr
-        print(f"deploys/llama_cpp.py (HIP, therock-shaped prefix) on forky: {seconds:.0f} s, exit {proc.returncode}")
-        assert proc.returncode == 0, output[-6000:]
-        stamp = json.loads(on(f"cat {PREFIX}/current/halo-build.json"))
-        assert "-DHALO_TEST_PROOF=therock" in stamp["flags"]
-        cache = on(f"cat {PREFIX}/trees/{stamp['id'].split('-')[1]}/CMakeCache.txt")
-        compiler = next(line.split("=", 1)[1] for line in cache.splitlines()
+        deploy = subprocess.Popen(cmd + [str(lab.STATE / "inventory.py"), "deploys/llama_cpp.py"], cwd=REPO,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env=dict(os.environ, **ENV))
+        start, objects, tree = time.monotonic(), [], ""
+        while len(objects) < 2:
+            assert deploy.poll() is None, f"the build ended before compiling HIP objects:\n{deploy.stdout.read()[-6000:]}"
+            assert time.monotonic() - start < 3600, "no HIP object compiled within an hour"
+            time.sleep(20)
+            tree = on(f"grep -l -s HALO_TEST_PROOF {PREFIX}/trees/*/CMakeCache.txt | head -n 1").strip()
+            if tree:
+                objects = on(f"find {tree.rsplit('/', 1)[0]}/ggml/src/ggml-hip -name '*.cu.o' -size +1k").split()
+        print(f"therock-shaped prefix: configured and {len(objects)} HIP objects compiled in "
+              f"{time.monotonic() - start:.0f} s")
+        compiler = next(line.split("=", 1)[1] for line in on(f"cat {tree}").splitlines()
                         if line.startswith("CMAKE_HIP_COMPILER:"))
         print(f"therock-shaped prefix: CMAKE_HIP_COMPILER={compiler}")
-        assert compiler in (f"{THERE}/llvm/bin/clang", f"{llvm}/bin/clang"), compiler
-        assert "libamdhip64" in on(f"ldd {stamp['server']}")
+        assert compiler.startswith(f"{THERE}/lib/llvm-"), compiler  # clang found through the prefix's hipconfig
+        for obj in objects:
+            assert int(on(f"grep -c -a amdgcn-amd-amdhsa--gfx1151 {obj} || true") or 0) > 0, obj
     finally:
-        on(f"mv /usr/bin/hipconfig.halo-test /usr/bin/hipconfig; mv /usr/bin/hipcc.halo-test /usr/bin/hipcc; "
+        if deploy is not None:
+            deploy.kill()
+            deploy.wait()
+        on(f"pkill -f -- '-DHALO_TEST_PROOF=therock' || true; pkill -f '{PREFIX}/trees/' || true; sleep 2; "
+           f"mv /usr/bin/hipconfig.halo-test /usr/bin/hipconfig; mv /usr/bin/hipcc.halo-test /usr/bin/hipcc; "
            f"rm -rf {THERE}")
+    assert on(f"readlink -f {PREFIX}/current").strip() == before  # the stopped build changed nothing served
