@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import lab
+from lab.pyinfra_cli import ENV, REPO, results
 
-REPO = Path(__file__).resolve().parents[1]
 LAB_INVENTORY = lab.STATE / "inventory.py"
 
 
@@ -56,8 +56,6 @@ class Run:
     @property
     def changed(self) -> dict[str, dict[str, int]]:
         """Operations that changed something (or failed), from pyinfra's Results table."""
-        from lab.pyinfra_cli import results
-
         return {op: r for op, r in results(self.proc).items() if r["success"] or r["error"]}
 
 
@@ -74,7 +72,7 @@ def pyinfra(inventory: str | Path, deploy: str, data: dict[str, str] | None = No
         cmd += ["--data", f"{key}={value}"]
     for host in limit or []:
         cmd += ["--limit", host.name]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TERM="dumb", NO_COLOR="1")
+    env = dict(os.environ, **ENV)
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     return Run(time.monotonic() - start, proc)

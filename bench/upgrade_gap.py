@@ -32,6 +32,7 @@ from bench.worker_restart import HEAD, HEAD_PORT, HEAD_UNIT, completion, head_re
 from lab import lab
 from lab.cluster import HOSTS, cluster_inputs
 from lab.llama_source import NEXT_TAG, TAG, serve, upgrade_repo
+from lab.pyinfra_cli import ENV
 
 POLL_S = 0.5
 # operations whose first start is timed (pyinfra prints "--> Starting operation: <step> | <name>")
@@ -71,7 +72,7 @@ def timed_run(inventory: Path, data: dict[str, str]) -> tuple[float, dict[str, f
     for key, value in data.items():
         cmd += ["--data", f"{key}={value}"]
     start, marks, lines = time.monotonic(), {}, []
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TERM="dumb", NO_COLOR="1")
+    env = dict(os.environ, **ENV)
     with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=env) as proc:
         for line in proc.stdout:
