@@ -325,6 +325,12 @@ def serving(s: Settings, changed, rpc):
     yield StringCommand("systemctl", "start", UNIT)
 
 
+def rpc_from_env_file(path: str) -> str:
+    """Shell text for the --rpc list in llama-server's environment file (its value is in double
+    quotes there; an address:port list holds no character env_file_line escapes)."""
+    return f"$(sed -n 's/^LLAMA_ARG_RPC=//p' {shlex.quote(path)} | tr -d '\"')"
+
+
 def _paused() -> dict[str, bool]:
     """{head: True} for the heads whose llama-server pause_for_new_build stopped in this run."""
     return run_store("paused_heads")
@@ -352,7 +358,7 @@ def resume_after_new_build(s: Settings):
     if host.name not in _paused():
         host.noop(f"{UNIT} was not stopped for a new build")
         return
-    rpc = f"$(sed -n 's/^LLAMA_ARG_RPC=//p' {shlex.quote(ENV_FILE)})"
+    rpc = rpc_from_env_file(ENV_FILE)
     yield StringCommand(f'LLAMA_ARG_RPC="{rpc}"', WAIT_RPC, str(s.head_ready_timeout_s))
     yield StringCommand("systemctl", "start", UNIT)
 

@@ -647,7 +647,7 @@ def test_llama_server_on_an_older_build_is_stopped_before_the_rpc_servers_switch
     assert [c.get_raw_value() for c in commands] == ["systemctl stop halo-llama-server.service"]
     commands, _ = run_operation(resume_after_new_build, {}, s=s)
     assert [c.get_raw_value() for c in commands] == [
-        "LLAMA_ARG_RPC=\"$(sed -n 's/^LLAMA_ARG_RPC=//p' /etc/halo-provision/llama-server.env)\" "
+        "LLAMA_ARG_RPC=\"$(sed -n 's/^LLAMA_ARG_RPC=//p' /etc/halo-provision/llama-server.env | tr -d '\"')\" "
         f"/usr/local/libexec/halo-provision/wait-rpc-servers {s.head_ready_timeout_s}",
         "systemctl start halo-llama-server.service"]
     run_store("paused_heads", FakeHost.state).clear()
@@ -662,3 +662,13 @@ def test_llama_server_on_the_current_build_or_stopped_is_left_alone(facts):
     assert commands == [] and noops
     commands, noops = run_operation(resume_after_new_build, {}, s=s)
     assert commands == [] and noops == ["halo-llama-server.service was not stopped for a new build"]
+
+
+def test_the_rpc_list_is_read_back_from_the_environment_file_as_systemd_reads_it(tmp_path):
+    from deploys.head import env_file_text, rpc_from_env_file, server_env
+
+    rpc = ["10.151.0.12:50052", "10.151.0.13:50053"]
+    path = tmp_path / "llama-server.env"
+    path.write_text(env_file_text(server_env(Settings(model_path="/m.gguf"), rpc, "/m.gguf", None), None))
+    proc = subprocess.run(["sh", "-c", f'echo "{rpc_from_env_file(str(path))}"'], capture_output=True, text=True)
+    assert proc.stdout.strip() == ",".join(rpc)
