@@ -16,11 +16,13 @@ computation reads facts (a fact read lets the other hosts' greenlets run meanwhi
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TypeVar
 
 import gevent.lock
 from pyinfra import host
+from pyinfra.api.state import StateStage
 
 T = TypeVar("T")
 _ATTR = "_halo_provision_run"  # the State attribute holding {"locks": {...}, "stores": {...}}
@@ -55,3 +57,67 @@ def once_per_run(key: str, compute: Callable[[], T], state=None) -> T:
         if key not in results:
             results[key] = compute()
         return results[key]
+
+
+# Facts whose value moves by itself (a service starting, a probe over the network, a job in the
+# background): always read from the host, never from the memo below.
+VOLATILE_FACTS = frozenset({"HttpStatus", "LlamaServerStatus", "UnitStates", "TcpListeners", "RpcReach",
+                            "WorkStatus", "LlamaFitParams"})
+
+
+class FactMemo:
+    """Each fact read once per run and host: `host.get_fact` answers a repeated read from memory.
+
+        FactMemo.install(host.state)  # once per run, before the first fact read (deploys.settings does it)
+
+    Safe by construction, for pyinfra 3, which caches no fact (every `host.get_fact` runs a command) and
+    evaluates an operation, reading its facts, when it runs (and, when asked to check for changes, once
+    more while the run is prepared):
+    - while the run is prepared nothing on the hosts changes, so every read of a fact with the same
+      arguments gives the same answer: the first one is kept;
+    - when the run executes, a kept answer stays valid until the host runs anything but a fact read
+      (an operation's command, upload or download, a function command that reaches the host): that
+      forgets everything kept for that host, so an operation always sees what earlier ones changed;
+    - facts in VOLATILE_FACTS (and any fact class with `volatile = True`) are never kept.
+    Answers are deep copies: a caller changing one does not change the next.
+    """
+
+    def __init__(self, host):
+        self.host, self.kept, self.lock = host, {}, gevent.lock.RLock()
+        self.reading: set[int] = set()  # greenlets inside a fact read of this host
+        self.get_fact = host.get_fact
+        host.get_fact = self.read
+        for name in ("run_shell_command", "put_file", "get_file", "rsync"):
+            setattr(host, name, self._forgetting(getattr(host, name)))
+
+    @classmethod
+    def install(cls, state) -> None:
+        """Install the memo on every host of this run's inventory (once; later calls do nothing)."""
+        memos = run_store("fact_memo", state)
+        for one in state.inventory:
+            if one.name not in memos:
+                memos[one.name] = cls(one)
+
+    def read(self, fact, *args, **kwargs):
+        if fact.__name__ in VOLATILE_FACTS or getattr(fact, "volatile", False):
+            return self._read(fact, args, kwargs)
+        key = (fact.__module__, fact.__name__, repr(args), repr(sorted(kwargs.items())))
+        with self.lock:  # two greenlets asking for the same fact: the second waits for the first's answer
+            if key not in self.kept:
+                self.kept[key] = self._read(fact, args, kwargs)
+            return copy.deepcopy(self.kept[key])
+
+    def _read(self, fact, args, kwargs):
+        me = id(gevent.getcurrent())
+        self.reading.add(me)
+        try:
+            return self.get_fact(fact, *args, **kwargs)
+        finally:
+            self.reading.discard(me)
+
+    def _forgetting(self, method):
+        def call(*args, **kwargs):
+            if id(gevent.getcurrent()) not in self.reading and self.host.state.current_stage == StateStage.Execute:
+                self.kept.clear()
+            return method(*args, **kwargs)
+        return call

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from pyinfra import logger
 
-from deploys.runcache import run_store
+from deploys.runcache import FactMemo, run_store
 from deploys.settings.fields import PREFIXES
 from deploys.settings.messages import SettingsError, command_line_list_hint, masked, message, shown_value
 from deploys.settings.model import HEAD_GROUP, LIST_VARIABLES, VALID, VARIABLES, Settings
@@ -167,6 +167,7 @@ def settings(host: Host) -> Settings:
     if state is None:  # host not attached to a State (plain API use): no cache
         return validate_inventory(host.inventory)[host.name]
 
+    FactMemo.install(state)  # every step asks for its settings first: from here, each fact is read once per run
     store = run_store("settings", state)  # validation reads no facts: the first host asking computes it
     cached = store.get("valid")
     if cached is None or (isinstance(cached, dict) and host.name not in cached):
