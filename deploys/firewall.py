@@ -36,6 +36,7 @@ from pyinfra.operations import files, server, systemd
 
 from deploys import shipped
 from deploys.common import install_packages
+from deploys.runcache import ACCOUNT_READS, file_reads, prefetch, unit_reads
 from deploys.head import USER as LLAMA_SERVER_USER
 from deploys.head import service_user
 from deploys.settings import IPAddress, Settings, settings
@@ -113,6 +114,8 @@ def firewall() -> None:
     s = settings(host)
     if not (s.is_rpc_worker or s.is_head):
         return
+    prefetch(file_reads(FIREWALL_RULES, f"/etc/systemd/system/{FIREWALL_UNIT}") + unit_reads(FIREWALL_UNIT)
+             + ACCOUNT_READS + [(Which, {"command": "nft"})])  # what this step reads, in one command
     if s.is_head:  # the egress rule names llama-server's user: nft refuses a user that does not exist
         service_user()
     if not host.get_fact(Which, command="nft"):  # only this step installs it: no apt update when present

@@ -21,11 +21,13 @@ from deploys.kernel import check_kernel
 from deploys.llama_cpp import llama_cpp
 from deploys.rocm import install_rocm
 from deploys.rpc_worker import rpc_worker
+from deploys.runcache import prefetch
 from deploys.settings import settings
-from deploys.verify import verify_host
+from deploys.verify import host_reads, verify_host
 
 if __name__ in ("builtins", "__main__"):
     settings(host)  # every host's data is valid before any step adds an operation
+    prefetch(host_reads(settings(host)))  # this host's kernel, firmware, sysfs and build facts: one command
     check_kernel()
     check_firmware()
     gpu_groups()

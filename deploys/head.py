@@ -47,7 +47,7 @@ from io import StringIO
 
 from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
-from pyinfra.facts.files import File, FileContents
+from pyinfra.facts.files import Directory, File, FileContents
 from pyinfra.facts.server import Which
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
@@ -56,6 +56,7 @@ from deploys import shipped, topology
 from deploys.common import env_file_line, failure, install_packages
 from deploys.fit import fits, gather, serving_rpc
 from deploys.groups import GPU_GROUPS
+from deploys.runcache import ACCOUNT_READS, file_reads, prefetch, unit_reads
 from deploys.models import download_script, part_url, token_file_problem, url_name
 from deploys.progress import long_work
 from deploys.serving import ARGS_VARIABLE, server_args, supported_by_build, tuning_env
@@ -63,6 +64,8 @@ from deploys.runcache import run_store
 from deploys.settings import Settings, SettingsError, settings
 from deploys.settings.fields import unscoped
 from facts.distro import Distro
+from facts.gguf import GgufModel
+from facts.llama_server_flags import LlamaServerFlags
 from facts.network import RouteSources
 from facts.llama_server import API_KEY_FILE_ENV, HttpStatus, LlamaServerHelp, LlamaServerStatus
 from facts.services import UnitStates
@@ -434,6 +437,12 @@ def head() -> None:
     if problems:
         raise SettingsError(problems)
     model = model_file(s)
+    models = [f"{s.model_dir.rstrip('/')}/{url_name(part_url(s, p))}" for p in s.model_files] or [model]
+    prefetch(file_reads(ENV_FILE, WAIT_RPC, f"/etc/systemd/system/{UNIT}") + unit_reads(UNIT) + ACCOUNT_READS
+             + [(Which, {"command": "curl"}), *([(Directory, {"path": s.model_dir})] if s.model_dir else []),
+                (LlamaServerHelp, {"binary": binary(s)}), (LlamaServerFlags, {"binary": binary(s)}),
+                (GgufModel, {"path": model})]
+             + [(FileContents, {"path": f"{m}.sha256"}) for m in models] + [(File, {"path": m}) for m in models])
 
     if not host.get_fact(Which, command="curl"):  # downloads and /health; only installed here: no apt update else
         install_packages(host.get_fact(Distro), "Install curl", ["curl"], cache_time=3600)

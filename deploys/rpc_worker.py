@@ -43,6 +43,7 @@ from pyinfra.operations.util import any_changed
 
 from deploys import shipped
 from deploys.common import env_file_line, failure, warn
+from deploys.runcache import ACCOUNT_READS, file_reads, prefetch, unit_reads
 from deploys.groups import GPU_GROUPS
 from deploys.settings import IPAddress, RpcInstance, settings
 from deploys.topology import firewall_sources
@@ -262,6 +263,9 @@ def configure(s) -> tuple:
     ports = [rpc.port for rpc in servers]
     sources = firewall_sources(host.inventory)
     prefix, ref = s.llama_cpp_prefix, s.llama_cpp_ref
+    prefetch(file_reads(CACHE_PRUNE, f"/etc/systemd/system/{UNIT}", *(env_path(p) for p in ports))
+             + unit_reads(*(f"halo-rpc@{p}.service" for p in ports)) + ACCOUNT_READS
+             + [(FirewallFrontends, {}), (RpcServerInstances, {}), (LlamaCppInstall, {"prefix": prefix, "ref": ref})])
     if s.rpc_bind_address.version == 6:
         warn(f"rpc_bind_address {s.rpc_bind_address} is IPv6, but llama.cpp's RPC server has listened on "
              "IPv4 only so far (ggml-rpc opens an AF_INET socket): if `journalctl -u 'halo-rpc@*'` says "

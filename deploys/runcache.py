@@ -3,6 +3,11 @@
     from deploys.runcache import once_per_run, run_store
     plans = once_per_run("llama_cpp_plans", lambda: plan_builds(host.state))  # computed by the first host
     reports = run_store("verify_reports")                                     # a dict for this run
+    prefetch(file_reads(UNIT_PATH) + unit_reads(UNIT))  # a step's facts in one command (FactMemo below)
+
+Facts are kept here too: FactMemo answers a repeated `host.get_fact` from memory, and prefetch reads
+the facts that belong together in one remote command (facts.together), so a no-change run costs a
+few commands per host instead of one per fact per operation.
 
 Why it is needed: pyinfra 3 prepares each host's deploy in its own greenlet, all in parallel
 (pyinfra_cli.util.load_deploy_file spawns one per host), and keeps no store per run of its own. Its
@@ -17,12 +22,18 @@ computation reads facts (a fact read lets the other hosts' greenlets run meanwhi
 from __future__ import annotations
 
 import copy
+import posixpath
 from collections.abc import Callable
 from typing import TypeVar
 
 import gevent.lock
 from pyinfra import host
 from pyinfra.api.state import StateStage
+from pyinfra.facts.files import Directory, File, Sha1File
+from pyinfra.facts.server import Groups, Os, Users
+from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
+
+from facts.together import FactsTogether
 
 T = TypeVar("T")
 _ATTR = "_halo_provision_run"  # the State attribute holding {"locks": {...}, "stores": {...}}
@@ -61,8 +72,8 @@ def once_per_run(key: str, compute: Callable[[], T], state=None) -> T:
 
 # Facts whose value moves by itself (a service starting, a probe over the network, a job in the
 # background): always read from the host, never from the memo below.
-VOLATILE_FACTS = frozenset({"HttpStatus", "LlamaServerStatus", "UnitStates", "TcpListeners", "RpcReach",
-                            "WorkStatus", "LlamaFitParams"})
+VOLATILE_FACTS = frozenset({"HttpStatus", "LlamaServerStatus", "LlamaServerLinks", "RunningBuilds", "UnitStates",
+                            "TcpListeners", "RpcReach", "WorkStatus", "LlamaFitParams"})
 
 
 class FactMemo:
@@ -101,11 +112,15 @@ class FactMemo:
     def read(self, fact, *args, **kwargs):
         if fact.__name__ in VOLATILE_FACTS or getattr(fact, "volatile", False):
             return self._read(fact, args, kwargs)
-        key = (fact.__module__, fact.__name__, repr(args), repr(sorted(kwargs.items())))
+        key = self._key(fact, args, kwargs)
         with self.lock:  # two greenlets asking for the same fact: the second waits for the first's answer
             if key not in self.kept:
                 self.kept[key] = self._read(fact, args, kwargs)
             return copy.deepcopy(self.kept[key])
+
+    @staticmethod
+    def _key(fact, args, kwargs) -> tuple:
+        return fact.__module__, fact.__name__, repr(tuple(args)), repr(sorted(kwargs.items()))
 
     def _read(self, fact, args, kwargs):
         me = id(gevent.getcurrent())
@@ -121,3 +136,64 @@ class FactMemo:
                 self.kept.clear()
             return method(*args, **kwargs)
         return call
+
+    def prefetch(self, reads) -> None:
+        """Read the facts in `reads` ([(FactClass, {kwargs}), ...]) in one remote command and keep each
+        answer as if it had been read alone (facts kept already, volatile ones and short facts are left
+        out; one whose command fails or is missing is left for its own read, with pyinfra's handling)."""
+        pending, parts = [], []
+        for cls, kwargs in reads:
+            key = self._key(cls, (), kwargs)
+            if (key in self.kept or key in [p[0] for p in pending] or not hasattr(cls, "process")
+                    or cls.__name__ in VOLATILE_FACTS or getattr(cls, "volatile", False)):
+                continue
+            fact = cls()
+            command = _raw(fact.command(**kwargs) if callable(fact.command) else fact.command)
+            needs = fact.requires_command(**kwargs) if callable(fact.requires_command) else fact.requires_command
+            if needs:
+                command = f"if command -v {_raw(needs)} >/dev/null 2>&1; then ( {command} ); else exit 127; fi"
+            pending.append((key, fact))
+            parts.append(command)
+        if not pending:
+            return
+        for part in self._read(FactsTogether, (), {"commands": parts}):  # one command; faked facts: []
+            key, fact = pending[part["index"]]
+            if part["status"] != 0 or key in self.kept:
+                continue
+            try:
+                self.kept[key] = fact.process(part["lines"]) if part["lines"] else fact.default()
+            except Exception:  # noqa: BLE001  its own read reports it, as pyinfra does
+                continue
+
+
+def _raw(command) -> str:
+    return command.get_raw_value() if hasattr(command, "get_raw_value") else str(command)
+
+
+def prefetch(reads, target=None) -> None:
+    """Read several facts of `host` (else the current host) in one remote command, kept for this run.
+
+        prefetch([(File, {"path": UNIT_PATH}), (Sha1File, {"path": UNIT_PATH}), (Groups, {})])
+
+    Later `host.get_fact` calls with the same arguments are answered from it (see FactMemo)."""
+    target = target if target is not None else host
+    memo = run_store("fact_memo", target.state).get(target.name)
+    if memo is not None:
+        memo.prefetch(reads)
+
+
+ACCOUNT_READS = [(Users, {}), (Groups, {}), (Os, {})]  # what server.user and server.group read
+
+
+def file_reads(*paths: str) -> list:
+    """The facts pyinfra's files.put/files.template read for each destination path (for prefetch)."""
+    reads = []
+    for path in paths:
+        reads += [(File, {"path": path}), (Sha1File, {"path": path}), (Directory, {"path": posixpath.dirname(path)})]
+    return reads
+
+
+def unit_reads(*services: str) -> list:
+    """The facts pyinfra's systemd.service reads for each service (for prefetch)."""
+    kwargs = [{"user_mode": False, "machine": None, "user_name": None, "services": [s]} for s in services]
+    return [(SystemdStatus, k) for k in kwargs] + [(SystemdEnabled, k) for k in kwargs]

@@ -36,7 +36,7 @@ from facts.distro import Distro
 from facts.firewall import RpcReach
 from facts.firmware import FirmwarePackages, MesFirmware
 from facts.iommu import IommuState
-from facts.kernel import KernelRelease
+from facts.kernel import KernelCmdline, KernelRelease
 from facts.llama_cpp import LlamaCppInstall, RunningBuilds
 from facts.llama_server import HttpStatus, LlamaServerLinks
 from facts.memory import MemTotal
@@ -83,6 +83,18 @@ def read_facts(s: Settings, get_fact: Callable | None = None, workers: list[Sett
         head=head_facts,
         running=get(RunningBuilds, units=units) if units else {},
     )
+
+
+def host_reads(s: Settings) -> list:
+    """The facts of this host that verify judges and that do not move by themselves (the kernel, firmware,
+    sysfs and build checks): deploys/full.py reads them in one command before its steps read them one by one.
+
+    >>> [cls.__name__ for cls, _ in host_reads(Settings.model_construct(llama_cpp_prefix="/opt/x", llama_cpp_ref="v1"))][:3]
+    ['Distro', 'KernelRelease', 'GpuMemory']
+    """
+    return [(Distro, {}), (KernelRelease, {}), (GpuMemory, {}), (TtmLimits, {}), (KfdGpuNodes, {}), (IommuState, {}),
+            (FirmwarePackages, {}), (MesFirmware, {}), (RocmVersion, {}), (MemTotal, {}), (KernelCmdline, {}),
+            (LlamaCppInstall, {"prefix": s.llama_cpp_prefix, "ref": s.llama_cpp_ref})]
 
 
 # --- the step -----------------------------------------------------------------------------------

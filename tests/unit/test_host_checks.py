@@ -203,7 +203,8 @@ def full_steps() -> list[str]:
     calls = [stmt.value.func.id for stmt in main.body
              if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)]
     assert calls[0] == "settings", "full.py validates every host before the first step"
-    return calls[1:]
+    assert calls[1] == "prefetch", "then reads the host's facts that belong together in one command"
+    return calls[2:]
 
 
 def test_full_runs_the_host_checks_first_and_verify_last():

@@ -1,10 +1,15 @@
 """deploys.runcache.FactMemo: each fact read once per run and host, forgotten when the host changes."""
 
+import hashlib
+import subprocess
 from types import SimpleNamespace
 
+from pyinfra.api import StringCommand
 from pyinfra.api.state import StateStage
+from pyinfra.facts.files import File, Sha1File
+from pyinfra.facts.server import Groups, Os
 
-from deploys.runcache import FactMemo
+from deploys.runcache import FactMemo, prefetch
 
 
 class Uptime:  # a fact class stands for itself: the memo needs its name and module only
@@ -80,3 +85,50 @@ def test_while_prepared_nothing_is_forgotten():
     host.get_fact(Uptime)
     assert len(host.reads) == 1
 
+
+class LocalHost(FakeHost):
+    """Runs fact commands with bash on this machine, as a host's shell would."""
+
+    def __init__(self, stage=StateStage.Prepare):
+        super().__init__(stage)
+        self.commands = []
+
+    def get_fact(self, fact, *args, **kwargs):
+        instance = fact()
+        ok, output = self.run_shell_command(StringCommand(instance.command(**kwargs)))
+        return instance.process(output.stdout_lines) if output.stdout_lines else instance.default()
+
+    def run_shell_command(self, command, **kwargs):
+        text = command.get_raw_value() if hasattr(command, "get_raw_value") else str(command)
+        self.commands.append(text)
+        proc = subprocess.run(["bash", "-c", text], capture_output=True, text=True)
+        return proc.returncode == 0, SimpleNamespace(stdout_lines=proc.stdout.splitlines())
+
+
+def test_prefetch_reads_several_facts_in_one_command_with_the_answers_of_single_reads(tmp_path):
+    target = tmp_path / "unit file"
+    target.write_text("[Unit]\n")
+    reads = [(Os, {}), (Groups, {}), (Sha1File, {"path": str(target)}), (File, {"path": str(tmp_path / "absent")})]
+    alone = LocalHost()
+    expected = [alone.get_fact(cls, **kwargs) for cls, kwargs in reads]
+    host = LocalHost()
+    FactMemo.install(host.state)
+    prefetch(reads, host)
+    assert len(host.commands) == 1
+    assert [host.get_fact(cls, **kwargs) for cls, kwargs in reads] == expected
+    assert len(host.commands) == 1  # every answer came from the one command
+    assert expected[2] == hashlib.sha1(b"[Unit]\n").hexdigest() and expected[3] is None
+
+
+def test_prefetch_leaves_a_failing_fact_to_its_own_read():
+    class Failing(Os):
+        def command(self):
+            return "echo partial; exit 3"
+
+    host = LocalHost()
+    FactMemo.install(host.state)
+    prefetch([(Os, {}), (Failing, {})], host)
+    host.get_fact(Os)
+    assert len(host.commands) == 1
+    host.get_fact(Failing)  # not kept from the failed part: read on its own (pyinfra then reports it)
+    assert len(host.commands) == 2
