@@ -105,6 +105,19 @@ def run_ok(what: str, *args, attempts: int = 3, **kwargs) -> Run:
     raise AssertionError("unreachable")
 
 
+def failure_cause(run: Run, lines: int = 3) -> str:
+    """Why a pyinfra run failed, in a few of its own lines (errors first, else its last lines).
+
+    >>> import subprocess
+    >>> out = "\\n".join(["--> Preparing operations...", "[halo3] Error: could not load fact: facts.x.Y", "Results"])
+    >>> failure_cause(Run(1.0, subprocess.CompletedProcess([], 1, out, "")))
+    'exit 1: [halo3] Error: could not load fact: facts.x.Y'
+    """
+    text = [line.strip() for line in run.output.splitlines() if line.strip()]
+    errors = [line for line in text if any(word in line for word in ("Error", "error:", "FAILED", "failed", "Traceback"))]
+    return f"exit {run.proc.returncode}: " + " / ".join((errors or text)[-lines:])[:600]
+
+
 def refused_note() -> str:
     if not refused:
         return ""
