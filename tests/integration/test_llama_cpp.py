@@ -99,3 +99,40 @@ def test_a_copy_that_fails_on_one_host_leaves_every_host_serving_the_old_build(c
         lab.ssh("halo3", f"rm -f {blocked}")
         for name in ("halo1", "halo2"):
             lab.ssh(name, "rm -f /opt/llama.cpp/next")
+
+
+def running_builds() -> dict[str, set[str]]:
+    """{host: build ids of its running halo-rpc@ and llama-server executables}."""
+    found = {}
+    for name in ("halo1", "halo2", "halo3"):
+        out = lab.ssh(name, "for u in $(systemctl list-units --plain --no-legend 'halo-rpc@*' "
+                            "halo-llama-server.service | awk '{print $1}'); do pid=$(systemctl show -p MainPID "
+                            "--value $u); readlink /proc/$pid/exe | sed -n 's|.*/builds/\\([^/]*\\)/bin/.*|\\1|p'; done")
+        found[name] = set(out.stdout.split())
+    return found
+
+
+def test_a_new_ref_is_served_by_every_host_after_one_run_with_no_restart_by_systemd(cluster, tmp_path: Path):
+    """full.py with the next ref: every host's `current`, RPC servers and llama-server are on its build
+    after one run; llama-server was stopped for the RPC servers' switch and started by the run, not
+    restarted by systemd after an abort; a second run changes nothing; back on the lab tag after."""
+    repo = upgrade_repo(tmp_path)
+    server, port = serve(tmp_path, f"{lab.SUBNET}.1")
+    upgrade = {"llama_cpp_ref": NEXT_TAG, "llama_cpp_repo": f"http://{lab.SUBNET}.1:{port}/{repo.name}"}
+    before = stamps(cluster)
+    restarts = lab.ssh(HEAD_HOST, "systemctl show -p NRestarts --value halo-llama-server").stdout.strip()
+    try:
+        proc = cluster.run("deploys/full.py", **upgrade)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        after = stamps(cluster)
+        new = after["halo1"]["id"]
+        assert new != before["halo1"]["id"] and {s["id"] for s in after.values()} == {new}
+        assert running_builds() == {"halo1": {new}, "halo2": {new}, "halo3": {new}}
+        assert lab.ssh(HEAD_HOST, "systemctl show -p NRestarts --value halo-llama-server").stdout.strip() == restarts
+        assert completes()
+        assert_no_changes(cluster.run("deploys/full.py", **upgrade))
+    finally:
+        back = cluster.run("deploys/full.py")
+        server.shutdown()
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert {s["id"] for s in stamps(cluster).values()} == {before["halo1"]["id"]}
