@@ -26,8 +26,9 @@ On each host in group head:
 - a restart only when the unit, the settings or the model changed, or `current` is a newer build
   than the running process, and only once every RPC server accepts connections (the step waits for
   them up to head_ready_timeout_s); then the step waits for GET /health to answer 200 (loading over RPC
-  takes minutes on big models; progress lines with pyinfra -vvv) and fails with the service's
-  last journal lines when it does not, or at once when llama-server exits.
+  takes minutes on big models; a progress line every 30 s, the wait's log in
+  /var/lib/halo-provision/work/llama-server-ready/log) and fails with the service's last journal
+  lines when it does not, or at once when llama-server exits.
 
 On a host that is not (or no longer) in group head, halo-llama-server.service is stopped and
 disabled and its environment file removed; with no role left, its firewall table too.
@@ -44,6 +45,7 @@ import ipaddress
 import re
 import shlex
 from io import StringIO
+from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
@@ -78,7 +80,8 @@ WAIT_RPC = "/usr/local/libexec/halo-provision/wait-rpc-servers"
 WAIT_RPC_TEMPLATE = "usr/local/libexec/halo-provision/wait-rpc-servers.j2"
 RPC_WAIT_S = 60  # ExecStartPre waits this long for the RPC servers, then systemd tries again
 RESTART_S = 3  # systemd starts llama-server again this long after it exited
-PROGRESS_EVERY_S = 15
+PROGRESS_EVERY_S = 15  # the wait's log gets a line this often (deploys/progress.py shows one every 30 s)
+JOURNAL_LINES = 40  # deploys/scripts/llama-server-ready.sh prints this many journal lines on failure
 
 
 # -- what the head serves ---------------------------------------------------------------------------
@@ -226,11 +229,12 @@ def binary(s: Settings) -> str:
     return f"{s.llama_cpp_prefix}/current/bin/llama-server"
 
 
-def ready_command(url: str, timeout_s: int) -> StringCommand:
-    """deploys/scripts/llama-server-ready.sh: wait for `url` to answer 200; fail early when the unit
-    stopped or crashed, with its journal."""
+def ready_script(url: str, timeout_s: int) -> str:
+    """deploys/scripts/llama-server-ready.sh with its values set first: wait for `url` to answer 200;
+    fail early when the unit stopped or crashed, with its journal (JOURNAL_LINES lines)."""
     env = {"HALO_URL": url, "HALO_UNIT": UNIT, "HALO_TIMEOUT_S": str(timeout_s), "HALO_EVERY_S": str(PROGRESS_EVERY_S)}
-    return shipped.script_command("llama-server-ready.sh", env)
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+    return "\n".join(lines) + "\n" + Path(shipped.script("llama-server-ready.sh")).read_text()
 
 
 # -- operations that read the host when they run ---------------------------------------------------
@@ -368,11 +372,13 @@ def resume_after_new_build(s: Settings):
 
 @operation()
 def ready(url: str, timeout_s: int):
-    """Wait until `url` (/health) answers 200; fail with the journal when it does not in time."""
+    """Wait until `url` (/health) answers 200 with a progress line every 30 s; fail with the journal
+    when it does not in time."""
     if host.get_fact(HttpStatus, url=url) == 200:
         host.noop(f"{url} answers 200")
         return
-    yield ready_command(url, timeout_s)
+    yield from long_work("llama-server-ready", "wait for llama-server to load the model",
+                         ready_script(url, timeout_s), tail_lines=JOURNAL_LINES + 5)
 
 
 # -- the step ----------------------------------------------------------------------------------------

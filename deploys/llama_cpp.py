@@ -38,6 +38,7 @@ from pyinfra.api import (
 
 from deploys import shipped
 from deploys.common import failure_unless, install_packages
+from deploys.progress import long_work
 from deploys.rocm import refuse_unsupported_rocm, rocm_prefix
 from deploys.runcache import once_per_run
 from deploys.settings import HEAD_GROUP, RPC_WORKERS_GROUP, Settings, settings
@@ -125,10 +126,26 @@ def build_env(s: Settings, flags: list[str], jobs: int | None) -> dict[str, str]
     return env
 
 
+BUILD_WORK = "llama-cpp-build"  # its script and log on the build host: /var/lib/halo-provision/work/<this>/
+
+
+def build_script(s: Settings, flags: list[str], jobs: int | None) -> str:
+    """deploys/scripts/llama-build.sh with its environment and arguments set first, each a quoted word.
+
+    >>> [line for line in build_script(Settings(), ["-DA=$(x)"], 2).splitlines() if "DA=" in line]
+    ["set -- '-DA=$(x)'"]
+    """
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in build_env(s, flags, jobs).items()]
+    lines.append("set -- " + " ".join(shlex.quote(flag) for flag in flags))
+    return "\n".join(lines) + "\n" + Path(shipped.script("llama-build.sh")).read_text()
+
+
 @operation(is_idempotent=False)
 def build(s: Settings, flags: list[str], jobs: int | None):
-    """Clone or fetch, build at the pinned commit, check the binaries, then move `current`."""
-    yield shipped.script_command("llama-build.sh", build_env(s, flags, jobs), flags)
+    """Clone or fetch, build at the pinned commit, check the binaries, then move `current`; in the
+    background with a progress line every 30 s (stage, ninja's steps, elapsed), its log on the host."""
+    yield from long_work(BUILD_WORK, f"build llama.cpp {s.llama_cpp_ref} ({s.llama_cpp_backend})",
+                         build_script(s, flags, jobs), tail_lines=30)
 
 
 def _clear_artifacts(state, host, artifact: Path) -> None:

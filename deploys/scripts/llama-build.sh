@@ -19,6 +19,7 @@
 #   HALO_SWITCH       1 (default): point `current` at the build; 0: point `next` at it (staged)
 #
 # Everything before the final `mv -T` can fail without touching the build `current` serves.
+# Lines `==> <stage>` name the stage for the progress lines (deploys/progress.py).
 set -eu
 
 die() {
@@ -73,6 +74,7 @@ hip_toolchain() {
 
 mkdir -p "$prefix/builds" "$prefix/trees"
 if [ ! -d "$prefix/src/.git" ]; then
+    echo "==> clone $repo"
     rm -rf "$prefix/src.tmp"
     git clone --quiet --no-checkout -- "$repo" "$prefix/src.tmp"
     mv "$prefix/src.tmp" "$prefix/src"
@@ -80,6 +82,7 @@ fi
 cd "$prefix/src"
 git remote set-url origin -- "$repo"
 if ! commit=$(git rev-parse --verify --quiet "$ref^{commit}"); then
+    echo "==> fetch $ref from $repo"
     git fetch --quiet --tags origin || true
     git fetch --quiet origin -- "$ref" 2>/dev/null || true
     commit=$(git rev-parse --verify --quiet "$ref^{commit}") ||
@@ -102,11 +105,14 @@ if [ ! -f "$build/halo-build.json" ]; then
         hip_toolchain
     fi
     tree="$prefix/trees/$fhash"  # one build tree per flags: a new ref builds incrementally
+    echo "==> configure (cmake) for $commit"
     cmake -S . -B "$tree" -G Ninja "$@"
     fit=  # llama.cpp's own fitter, where the source has it (the head step reports its answer)
     [ -f tools/fit-params/CMakeLists.txt ] && fit=llama-fit-params
+    echo "==> compile llama-server, $rpc${fit:+ and $fit} ($jobs jobs)"
     cmake --build "$tree" --target llama-server "$rpc" $fit -j "$jobs"
     rm -rf "$build.tmp" && mkdir -p "$build.tmp/bin"
+    echo "==> check the binaries"
     cp "$tree/bin/llama-server" "$tree/bin/$rpc" ${fit:+"$tree/bin/$fit"} "$build.tmp/bin/"
     "$build.tmp/bin/llama-server" --version
     "$build.tmp/bin/$rpc" --help >/dev/null 2>&1
@@ -127,6 +133,7 @@ fi
 # HALO_SWITCH=0: stage the build as `next` (deploys/llama_cpp.py moves it to `current` once every host has it)
 link=current
 [ "${HALO_SWITCH:-1}" = 1 ] || link=next
+echo "==> point $link at builds/$id"
 ln -sfn "builds/$id" "$prefix/$link.new" && mv -T "$prefix/$link.new" "$prefix/$link"
 ls -1dt "$prefix"/builds/*/ | tail -n +4 | while read -r old; do
     [ "$(readlink -f "$old")" = "$(readlink -f "$prefix/current")" ] || rm -rf "$old"

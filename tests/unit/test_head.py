@@ -552,9 +552,10 @@ def test_ready_waits_only_when_health_is_not_200():
     commands, noops = run_operation(ready, {HttpStatus: 200}, url="http://10.151.0.11:8080/health", timeout_s=600)
     assert commands == [] and noops == ["http://10.151.0.11:8080/health answers 200"]
     commands, _ = run_operation(ready, {HttpStatus: 503}, url="http://10.151.0.11:8080/health", timeout_s=600)
-    (command,) = commands
-    script = command.get_raw_value()
-    assert "HALO_TIMEOUT_S=600" in script and "journalctl -u" in script and "auto-restart" in script
+    (upload,) = [c for c in commands if isinstance(c, FileUploadCommand)]  # run as long work (progress lines)
+    assert upload.dest == "/var/lib/halo-provision/work/llama-server-ready/script"
+    script = upload.src.getvalue()
+    assert "export HALO_TIMEOUT_S=600" in script and "journalctl -u" in script and "auto-restart" in script
 
 
 def test_download_is_skipped_when_the_stamp_matches():

@@ -12,9 +12,9 @@ import pytest
 
 from deploys.llama_cpp import (
     BUILD_PACKAGES,
-    build,
     build_env,
     build_id,
+    build_script,
     cmake_flags,
     host_key,
     is_commit,
@@ -156,6 +156,13 @@ def run_op(command, cwd: Path, path: str | None = None) -> subprocess.CompletedP
     return subprocess.run(["sh", "-c", command.get_raw_value()], cwd=cwd, capture_output=True, text=True, env=env)
 
 
+def run_script(script: str, cwd: Path, path: str | None = None) -> subprocess.CompletedProcess:
+    """A long_work script as the host runs it: `bash <file>`."""
+    (cwd / "script").write_text(script)
+    env = dict(os.environ, PATH=path or os.environ["PATH"])
+    return subprocess.run(["bash", str(cwd / "script")], cwd=cwd, capture_output=True, text=True, env=env)
+
+
 needs_toolchain = pytest.mark.skipif(not all(shutil.which(t) for t in ("cmake", "ninja", "cc", "git")),
                                      reason="needs cmake, ninja, a C compiler and git")
 
@@ -171,8 +178,8 @@ def test_build_passes_every_value_as_data_and_expands_nothing(tmp_path: Path):
     flags = cmake_flags(s)
     work = tmp_path / "cwd"
     work.mkdir()
-    (command,) = build._inner(s, flags, 2)  # the command the operation yields
-    proc = run_op(command, work)
+    script = build_script(s, flags, 2)  # what the operation runs on the host (deploys/progress.py)
+    proc = run_script(script, work)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert not list(tmp_path.rglob("pwned*")), "a value ran as a command"
 
@@ -186,7 +193,7 @@ def test_build_passes_every_value_as_data_and_expands_nothing(tmp_path: Path):
         assert f"HALO_TEST_{i}:UNINITIALIZED={value}\n" in cache, value  # cmake got each value verbatim
     assert os.environ["HOME"] not in (tmp_path / "prefix/next" / STAMP).read_text()
 
-    again = run_op(command, work)  # the same build: nothing is configured or compiled again
+    again = run_script(script, work)  # the same build: nothing is configured or compiled again
     assert again.returncode == 0 and "Build files have been written" not in again.stdout
 
 
@@ -235,13 +242,11 @@ def hip_build(tmp_path: Path, source: str, version: str = "7.2.1") -> subprocess
     therock = {"rocm_tarball_url": "https://example.org/r.tar.gz", "rocm_tarball_sha256": "ab" * 32}
     s = at(tmp_path, Settings(llama_cpp_backend="hip", rocm_source=source, rocm_version=version,
                               llama_cpp_repo=str(repo), llama_cpp_ref="b1", **(therock if source == "therock" else {})))
-    (command,) = build._inner(s, cmake_flags(s), 2)
     # -DGGML_HIP=ON means nothing to the small project; the ROCm path is moved under tmp_path.
-    text = command.get_raw_value().replace(shlex.quote(f"HALO_ROCM_PATH={rocm_path(s)}"),
-                                           shlex.quote(f"HALO_ROCM_PATH={tmp_path}{rocm_path(s)}"))
+    text = build_script(s, cmake_flags(s), 2).replace(f"HALO_ROCM_PATH={shlex.quote(rocm_path(s))}",
+                                                      f"HALO_ROCM_PATH={shlex.quote(f'{tmp_path}{rocm_path(s)}')}")
     path = ":".join(d for d in os.environ["PATH"].split(":") if not Path(d, "hipconfig").exists())
-    return subprocess.run(["sh", "-c", text], cwd=tmp_path, capture_output=True, text=True,
-                          env=dict(os.environ, PATH=path))
+    return run_script(text, tmp_path, path)
 
 
 def rocm_env(tmp_path: Path) -> dict[str, str]:
@@ -327,10 +332,11 @@ def test_hip_build_with_the_distros_rocm_leaves_rocm_path_unset(tmp_path: Path):
     rocm = fake_rocm(tmp_path / "distro-tools")  # hipconfig found on PATH, as /usr/bin is
     repo = make_repo(tmp_path / "repo")
     s = at(tmp_path, Settings(llama_cpp_backend="hip", llama_cpp_repo=str(repo), llama_cpp_ref="b1"))
-    (command,) = build._inner(s, cmake_flags(s), 2)
-    assert shlex.quote("HALO_ROCM_PATH=/usr") in command.get_raw_value()
+    script = build_script(s, cmake_flags(s), 2)
+    assert "export HALO_ROCM_PATH=/usr\n" in script
+    (tmp_path / "script").write_text(script)
     env = dict(os.environ, PATH=f"{os.environ['PATH']}:{rocm}/bin", ROCM_PATH="/somewhere/else")
-    proc = subprocess.run(["sh", "-c", command.get_raw_value()], cwd=tmp_path, capture_output=True, text=True, env=env)
+    proc = subprocess.run(["bash", "script"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert rocm_env(tmp_path) == {"ROCM_PATH": "", "HIP_PATH": "/usr", "HIPCXX": f"{rocm}/llvm/bin/clang"}
     assert "ROCM_PATH=(unset)" in proc.stdout
