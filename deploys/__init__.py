@@ -1,1 +1,9 @@
-""""""
+"""The steps of halo-provision, one module each (see deploys/full.py).
+
+Importing this package masks secrets in pyinfra's output and turns on file diffs in a dry run
+(deploys/plan.py): every deploy file imports it before it adds an operation.
+"""
+
+from deploys.plan import set_up
+
+set_up()

@@ -39,6 +39,7 @@ from deploys.common import install_packages
 from deploys.runcache import ACCOUNT_READS, file_reads, prefetch, unit_reads
 from deploys.head import USER as LLAMA_SERVER_USER
 from deploys.head import service_user
+from deploys.plan import announce, daemon_reload_when, when_changed
 from deploys.settings import IPAddress, Settings, settings
 from deploys.topology import heads_of, heads_using, workers_of
 from facts.distro import Distro
@@ -128,14 +129,14 @@ def firewall() -> None:
                           src=shipped.template("etc/systemd/system/halo-firewall.service.j2"),
                           dest=f"/etc/systemd/system/{FIREWALL_UNIT}", mode="644", jinja_env_kwargs=dict(shipped.JINJA),
                           nft=NFT, rules=FIREWALL_RULES, table=NFT_TABLE)
-    systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
+    daemon_reload_when(unit, FIREWALL_UNIT)
     # Changed rules are loaded by nft itself, not by `systemctl reload`: systemd 252 has been seen to fail
     # that reload intermittently (the control process exits 219/CGROUP: its cgroup, pruned once the unit's
     # last process had exited, raced with the new one), which left the old table in place and a server on a
     # new address unprotected. nft -f replaces the table atomically; a file nft refuses is moved aside, so
     # the run stops here and the next run writes and loads it again instead of finding it unchanged.
-    server.shell(name="Load the changed RPC firewall rules", _if=rules.did_change,
-                 commands=[load_rules_command()])
+    when_changed(name="Load the changed RPC firewall rules", then=server.shell, commands=[load_rules_command()],
+                 because={f"{FIREWALL_RULES} changed": rules}, announce_as=f"reload {FIREWALL_UNIT}")
     systemd.service(name="Load the RPC firewall at every boot", service=FIREWALL_UNIT, running=True, enabled=True)
 
 
@@ -154,6 +155,7 @@ def remove_firewall():
         host.noop("no halo-provision firewall on a host with no role")
         return
     if found["unit"]:
+        announce(f"stop {FIREWALL_UNIT}", "this host is in neither group rpc_workers nor head")
         yield StringCommand("systemctl", "disable", "--now", FIREWALL_UNIT)  # its ExecStop deletes the table
     if found["table"]:
         yield StringCommand(f"! {NFT} list table inet {NFT_TABLE} >/dev/null 2>&1 || {NFT} delete table inet {NFT_TABLE}")

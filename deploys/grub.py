@@ -46,6 +46,7 @@ from pyinfra.operations import server
 
 from deploys import shipped
 from deploys.common import fail_host, warn
+from deploys.plan import show_file_change
 from deploys.settings import Settings, settings
 from facts.amdgpu import GpuMemory, TtmLimits
 from facts.distro import Distro
@@ -341,6 +342,7 @@ def grub_default_args(wanted: KernelArgs, remove: list[str]):
     if new_text == config["text"] and config["cfg_args"] is not None and not to_set and not to_remove:
         host.noop(f"{path} and {GRUB_CFG} already carry the kernel arguments")
         return
+    show_file_change(path, config["text"], new_text)
     yield StringCommand(apply_script(path, None if new_text == config["text"] else new_text, wanted, remove))
 
 
@@ -356,6 +358,8 @@ def systemd_boot_args(wanted: KernelArgs, remove: list[str]):
         host.noop(f"{KERNEL_CMDLINE} and the boot entries already carry the kernel arguments")
         return
     new_text = None if file_ok else kernel_cmdline_text(current, host.get_fact(KernelCmdline), wanted, remove)
+    if new_text is not None:
+        show_file_change(KERNEL_CMDLINE, current, new_text)
     yield StringCommand(systemd_boot_script(new_text, wanted, remove))
 
 

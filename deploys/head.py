@@ -52,17 +52,17 @@ from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.files import Directory, File, FileContents
 from pyinfra.facts.server import Which
 from pyinfra.operations import files, server, systemd
-from pyinfra.operations.util import any_changed
 
 from deploys import shipped, topology
 from deploys.common import env_file_line, failure, install_packages
 from deploys.fit import fits, gather, serving_rpc
 from deploys.groups import GPU_GROUPS
-from deploys.runcache import ACCOUNT_READS, file_reads, prefetch, unit_reads
+from deploys.llama_cpp import coming_build
 from deploys.models import download_script, part_url, token_file_problem, url_name
+from deploys.plan import announce, daemon_reload_when, reasons
 from deploys.progress import long_work
 from deploys.serving import ARGS_VARIABLE, server_args, supported_by_build, tuning_env
-from deploys.runcache import run_store
+from deploys.runcache import ACCOUNT_READS, file_reads, prefetch, run_store, unit_reads
 from deploys.settings import Settings, SettingsError, settings
 from deploys.settings.fields import unscoped
 from facts.distro import Distro
@@ -305,22 +305,25 @@ def server_env_file(s: Settings, rpc: list[str], model: str):
 
 
 @operation()
-def serving(s: Settings, changed, rpc):
-    """Start llama-server, or restart it when `changed()` (its unit, settings or model changed in this
-    run) or when the running process is not the build `current` points at; first wait (at most
-    head_ready_timeout_s) until every RPC server of `rpc` accepts connections."""
+def serving(s: Settings, because: dict, rpc):
+    """Start llama-server, or restart it when one of `because` holds (deploys/plan.reasons: its unit,
+    settings or model changed in this run) or when the running process is not the build `current`
+    points at (or will not be, after this run's build); first wait (at most head_ready_timeout_s)
+    until every RPC server of `rpc` accepts connections."""
     status = host.get_fact(LlamaServerStatus, unit=UNIT, binary=binary(s))
+    coming = None if host.state.is_executing else coming_build(s)
     if status["active"] not in ("active", "activating", "reloading"):
-        reason = f"it is {status['active']}"
-    elif host.state.is_executing and changed():
-        reason = "its unit, settings or model changed"
+        why = [f"it is {status['active']}"]
+    elif why := reasons(because):
+        pass
     elif status["exe"] is not None and status["exe"] != status["binary"]:
-        reason = f"it runs {status['exe']}, and current is {status['binary']}"
+        why = [f"it runs {status['exe']}, and current is {status['binary']}"]
+    elif coming is not None:
+        why = [f"this run's llama.cpp step puts a new build of {s.llama_cpp_ref} in place"]
     else:
         host.noop(f"{UNIT} runs {status['exe']} with the current settings")
         return
-    if host.state.is_executing:
-        logger.info(f"{host.name}: (re)starting {UNIT}: {reason}")
+    announce(f"restart {UNIT}", why)
     rpc = rpc() if callable(rpc) else rpc  # head_rpc_servers = "auto": chosen when this runs
     if not rpc:
         yield StringCommand("systemctl", "restart", UNIT)
@@ -483,10 +486,12 @@ def head() -> None:
     unit = files.template(name=f"Install {UNIT}", src=shipped.template(UNIT_TEMPLATE),
                           dest=f"/etc/systemd/system/{UNIT}", mode="644", jinja_env_kwargs=dict(shipped.JINJA),
                           **unit_data(s))
-    systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
+    daemon_reload_when(unit, UNIT)
     systemd.service(name=f"Start {UNIT} at every boot", service=UNIT, running=None, enabled=True)
-    serving(name="Run llama-server with the current settings and build", s=s,
-            changed=any_changed(unit, env, *got_model), rpc=rpc_list)
+    serving(name="Run llama-server with the current settings and build", s=s, rpc=rpc_list,
+            because={f"{UNIT} changed": unit, f"{ENV_FILE} changed": env,
+                     **{f"model download {i} of {len(got_model)} changed the model": op
+                        for i, op in enumerate(got_model, 1)}})
     ready(name="Wait for llama-server to load the model", url=health_url(s), timeout_s=s.head_ready_timeout_s)
 
 

@@ -40,7 +40,7 @@ from deploys import shipped
 from deploys.common import failure_unless, install_packages
 from deploys.progress import long_work
 from deploys.rocm import refuse_unsupported_rocm, rocm_prefix
-from deploys.runcache import once_per_run
+from deploys.runcache import once_per_run, run_store
 from deploys.settings import HEAD_GROUP, RPC_WORKERS_GROUP, Settings, settings
 from deploys.topology import Plan, build_plans
 from facts.distro import Distro
@@ -141,9 +141,12 @@ def build_script(s: Settings, flags: list[str], jobs: int | None) -> str:
 
 
 @operation(is_idempotent=False)
-def build(s: Settings, flags: list[str], jobs: int | None):
+def build(s: Settings, flags: list[str], jobs: int | None, needed: bool = True):
     """Clone or fetch, build at the pinned commit, check the binaries, then move `current`; in the
     background with a progress line every 30 s (stage, ninja's steps, elapsed), its log on the host."""
+    if not needed:
+        host.noop(f"the build of llama.cpp {s.llama_cpp_ref} serves, or comes from the build host")
+        return
     yield from long_work(BUILD_WORK, f"build llama.cpp {s.llama_cpp_ref} ({s.llama_cpp_backend})",
                          build_script(s, flags, jobs), tail_lines=30)
 
@@ -156,9 +159,12 @@ def _clear_artifacts(state, host, artifact: Path) -> None:
 
 
 @operation(is_idempotent=False)
-def pack(prefix: str, artifact: Path, link: str = "current"):
+def pack(prefix: str, artifact: Path, link: str = "current", needed: bool = True):
     """Download the build host's build (`link`: `next`, staged in this run, or `current`) to the
     pyinfra machine for the other hosts."""
+    if not needed:
+        host.noop("no other host waits for this host's build")
+        return
     remote = f"/tmp/halo-llama-build-{artifact.stem}.tar"
     yield FunctionCommand(_clear_artifacts, (artifact,), {})
     builds, build = shlex.quote(f"{prefix}/builds"), shlex.quote(f"{prefix}/{link}")
@@ -168,8 +174,11 @@ def pack(prefix: str, artifact: Path, link: str = "current"):
 
 
 @operation(is_idempotent=False)
-def unpack(prefix: str, artifact: Path, builder: str):
+def unpack(prefix: str, artifact: Path, builder: str, needed: bool = True):
     """Install the build host's build and point `current` at it."""
+    if not needed:
+        host.noop(f"this host builds llama.cpp itself, or has the build of {builder}")
+        return
     remote = f"/tmp/halo-llama-build-{artifact.stem}.tar"
     yield failure_unless(artifact.exists, f"no llama.cpp build came from {builder} in this run (its build "
                          "failed?): nothing to copy")
@@ -186,9 +195,12 @@ def cluster_lost(state) -> list[str]:
 
 
 @operation(is_idempotent=False)
-def switch(prefix: str):
+def switch(prefix: str, needed: bool = True):
     """Point `current` at the build staged as `next` in this run, unless a host of the cluster did not
     get it (then every host keeps serving what it serves, and the run says why)."""
+    if not needed:
+        host.noop("no new build on this host in this run")
+        return
     lost = cluster_lost(host.state)
     if lost:
         logger.warning(f"{host.name}: the new llama.cpp build stays staged in {prefix}/next and is not served: "
@@ -235,10 +247,24 @@ def plan_builds(state) -> dict[str, tuple[Plan, str]]:
     return {name: (plans[name], h["distro"]) for name, h in seen.items()}
 
 
+def coming_build(s: Settings) -> dict | None:
+    """What this run's llama.cpp step will make `current` on this host, while the run is prepared:
+    {"id", "commit"} of the build it builds or copies here (id and commit None when the build host's
+    clone does not know the ref yet), or None when `current` stays (or the step is not in this run)."""
+    plans = run_store("once_per_run").get("llama_cpp_plans")
+    if not plans or host.name not in plans:
+        return None
+    plan = plans[host.name][0]
+    if host.name in plan.up_to_date:
+        return None
+    commit = plan.wanted_commit
+    return {"id": build_id(commit, cmake_flags(s)) if commit else None, "commit": commit}
+
+
 @deploy("Build llama.cpp")
 def llama_cpp() -> None:
     """Every host calls every operation in the same order (pyinfra runs them host by host in step);
-    `_if` keeps each to the hosts it concerns."""
+    `needed` keeps each to the hosts it concerns."""
     s = settings(host)
     flags = cmake_flags(s)
     plan, distro = once_per_run("llama_cpp_plans", lambda: plan_builds(host.state))[host.name]
@@ -249,14 +275,15 @@ def llama_cpp() -> None:
     tools = BUILD_PACKAGES.get((manager, "cpu"), []) + BUILD_PACKAGES.get((manager, s.llama_cpp_backend), [])
     packages = runtime + (tools if builds_here else [])
     install_packages(distro, "Install what llama.cpp needs to build and run", packages, update=builds_here)
+    # `needed` rather than _if=: pyinfra ignores _if while it predicts changes (a dry run)
     build(name=f"Build llama.cpp {s.llama_cpp_ref} ({s.llama_cpp_backend})", s=s, flags=flags,
-          jobs=s.llama_cpp_build_jobs, _if=lambda: builds_here)
+          jobs=s.llama_cpp_build_jobs, needed=builds_here)
     pack(name="Fetch the build for the other hosts", prefix=s.llama_cpp_prefix, artifact=artifact(plan),
-         link="next" if builds_here else "current", _if=lambda: plan.builder == host.name and bool(plan.waiting()))
+         link="next" if builds_here else "current", needed=plan.builder == host.name and bool(plan.waiting()))
     unpack(name=f"Install the llama.cpp build of {plan.builder}", prefix=s.llama_cpp_prefix,
-           artifact=artifact(plan), builder=plan.builder, _if=lambda: copies_here)
+           artifact=artifact(plan), builder=plan.builder, needed=copies_here)
     switch(name="Serve the new build on every host at once", prefix=s.llama_cpp_prefix,
-           _if=lambda: builds_here or copies_here)
+           needed=builds_here or copies_here)
 
 
 if __name__ in ("builtins", "__main__"):

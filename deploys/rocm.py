@@ -37,10 +37,10 @@ from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server
-from pyinfra.operations.util import any_changed
 
 from deploys import shipped
 from deploys.common import install_packages
+from deploys.plan import when_changed
 from deploys.settings import Settings, SettingsError, settings
 from facts.distro import Distro
 from facts.rocm import KeyringDigests
@@ -213,7 +213,8 @@ def amd_repo(s: Settings, suite: str) -> None:
     pin = files.put(
         name="Pin AMD's ROCm repository to priority 600", src=StringIO(apt_pin(s.rocm_repo_url)), dest=PIN, mode="644"
     )
-    apt.update(name="Update apt lists for the ROCm repository", _if=any_changed(key, source, pin))
+    when_changed(name="Update apt lists for the ROCm repository", then=apt.update,
+                 because={"the keyring changed": key, "the source changed": source, "the pin changed": pin})
 
 
 def refuse_unsupported_rocm(s: Settings, d: dict) -> list[str]:
@@ -253,8 +254,8 @@ def install_rocm() -> None:
         prefix = rocm_prefix(s.rocm_source, s.rocm_version)
         conf = files.put(name=f"List {prefix}/lib for the dynamic linker", src=StringIO(ld_conf(prefix)),
                          dest=LD_CONF, mode="644")
-        server.shell(name="Update the dynamic linker's cache (ldconfig)", commands=["ldconfig"],
-                     _if=any_changed(conf, unpacked) if unpacked else conf.did_change)
+        when_changed(name="Update the dynamic linker's cache (ldconfig)", then=server.shell, commands=["ldconfig"],
+                     because={f"{LD_CONF} changed": conf, "the tarball was unpacked": unpacked or False})
 
 
 if __name__ in ("builtins", "__main__"):

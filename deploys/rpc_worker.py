@@ -38,14 +38,15 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
-from pyinfra.operations import files, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files, server
 
 from deploys import shipped
 from deploys.common import env_file_line, failure, warn
-from deploys.runcache import ACCOUNT_READS, file_reads, prefetch, unit_reads
 from deploys.groups import GPU_GROUPS
-from deploys.settings import IPAddress, RpcInstance, settings
+from deploys.llama_cpp import coming_build
+from deploys.plan import announce, daemon_reload_when, restart_when, service_running, show_file_change
+from deploys.runcache import ACCOUNT_READS, file_reads, prefetch, unit_reads
+from deploys.settings import IPAddress, RpcInstance, Settings, settings
 from deploys.topology import firewall_sources
 from facts.llama_cpp import STAMP, LlamaCppInstall
 from facts.rpc_worker import (
@@ -160,8 +161,16 @@ def ufw_commands(current: list[dict], ports: list[int], sources: list[IPAddress]
     return [shlex.join(c) for c in add + delete]
 
 
-def _current_build(prefix: str, ref: str) -> dict | None:
-    return host.get_fact(LlamaCppInstall, prefix=prefix, ref=ref)["current"]
+def _current_build(s: Settings) -> dict | None:
+    """The stamp of the build `current` points at; while a run is prepared, the one this run's
+    llama.cpp step will put there (deploys/llama_cpp.coming_build), so a dry run shows its change."""
+    current = host.get_fact(LlamaCppInstall, prefix=s.llama_cpp_prefix, ref=s.llama_cpp_ref)["current"]
+    coming = None if host.state.is_executing else coming_build(s)
+    if coming is None:
+        return current
+    rpc_server = (current or {}).get("rpc_server") or "ggml-rpc-server"
+    return {**(current or {}), "rpc_server": rpc_server,
+            "id": coming["id"] or f"(the build of llama_cpp_ref {s.llama_cpp_ref})"}
 
 
 def _no_build(prefix: str) -> FunctionCommand:
@@ -170,30 +179,29 @@ def _no_build(prefix: str) -> FunctionCommand:
 
 
 @operation()
-def rpc_unit(prefix: str, ref: str):
+def rpc_unit(s: Settings):
     """Install halo-rpc@.service for the RPC binary of the build `current` points at, as found when
     this runs (after the build step of the same run)."""
-    stamp = _current_build(prefix, ref)
+    stamp = _current_build(s)
     if stamp is None:
-        yield _no_build(prefix)
+        yield _no_build(s.llama_cpp_prefix)
         return
     yield from files.template._inner(src=shipped.template("etc/systemd/system/halo-rpc@.service.j2"),
                                      dest=f"/etc/systemd/system/{UNIT}", mode="644",
-                                     jinja_env_kwargs=dict(shipped.JINJA), **unit_data(prefix, stamp))
+                                     jinja_env_kwargs=dict(shipped.JINJA), **unit_data(s.llama_cpp_prefix, stamp))
 
 
 @operation()
-def rpc_env_file(prefix: str, ref: str, address: IPAddress, server: RpcInstance, rpc_env: dict[str, str],
-                 cache_max_mib: int | None):
+def rpc_env_file(s: Settings, server: RpcInstance):
     """Write /etc/halo-provision/rpc-<port>.env (root-only: rpc_env may hold secrets), with the id of
     the build `current` points at when this runs."""
-    stamp = _current_build(prefix, ref)
+    stamp = _current_build(s)
     if stamp is None:
-        yield _no_build(prefix)
+        yield _no_build(s.llama_cpp_prefix)
         return
     yield from files.template._inner(src=shipped.template("etc/halo-provision/rpc.env.j2"), dest=env_path(server.port),
                                      user="root", group="root", mode="600", jinja_env_kwargs=dict(shipped.JINJA),
-                                     **env_data(address, server, stamp, rpc_env, cache_max_mib))
+                                     **env_data(s.rpc_bind_address, server, stamp, s.rpc_env, s.rpc_cache_max_mib))
 
 
 @operation()
@@ -205,6 +213,9 @@ def remove_stale_instances(wanted: list[int]):
         return
     for port in stale:
         unit = f"halo-rpc@{port}.service"
+        announce(f"stop {unit}", f"port {port} is not in this host's rpc_instances / rpc_port (or the host "
+                 "left rpc_workers)")
+        show_file_change(env_path(port), "", None)
         yield StringCommand("systemctl", "disable", "--now", unit)
         yield StringCommand("systemctl", "reset-failed", unit, "2>/dev/null", "||", "true")
         yield StringCommand("rm", "-f", env_path(port))
@@ -280,8 +291,8 @@ def configure(s) -> tuple:
 
     files.put(name="Install the RPC tensor cache pruner", src=shipped.script("rpc-cache-prune.sh"),
               dest=CACHE_PRUNE, mode="755", create_remote_dir=True)
-    unit = rpc_unit(name=f"Install {UNIT}", prefix=prefix, ref=ref)
-    systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
+    unit = rpc_unit(name=f"Install {UNIT}", s=s)
+    daemon_reload_when(unit, UNIT)
     frontends = host.get_fact(FirewallFrontends)
     if frontends["firewalld"]:
         firewalld_rpc_rules(name="Allow the heads to the RPC ports in firewalld", ports=ports, sources=sources,
@@ -290,19 +301,17 @@ def configure(s) -> tuple:
         ufw_rpc_rules(name="Allow the heads to the RPC ports in ufw", ports=ports, sources=sources)
 
     remove_stale_instances(name="Stop the RPC servers no longer in rpc_instances", wanted=ports)
-    envs = [(rpc.port, rpc_env_file(name=f"Write the settings of halo-rpc@{rpc.port}", prefix=prefix, ref=ref,
-                                    address=s.rpc_bind_address, server=rpc, rpc_env=s.rpc_env,
-                                    cache_max_mib=s.rpc_cache_max_mib)) for rpc in servers]
+    envs = [(rpc.port, rpc_env_file(name=f"Write the settings of halo-rpc@{rpc.port}", s=s, server=rpc))
+            for rpc in servers]
     return unit, envs
 
 
 def run_servers(unit, envs) -> None:
     for port, env in envs:
         instance = f"halo-rpc@{port}.service"
-        systemd.service(name=f"Restart halo-rpc@{port} for its new unit, settings or build", service=instance,
-                        running=True, restarted=True, _if=any_changed(unit, env))
-        systemd.service(name=f"Run halo-rpc@{port} now and at every boot", service=instance,
-                        running=True, enabled=True)
+        restart_when(f"Restart halo-rpc@{port} for its new unit, settings or build", instance,
+                     {f"{UNIT} changed": unit, f"{env_path(port)} changed (settings or build)": env})
+        service_running(name=f"Run halo-rpc@{port} now and at every boot", service=instance)
 
 
 @deploy("Run the llama.cpp RPC workers")

@@ -8,11 +8,13 @@ For a whole step (settings, every operation, several hosts) see tests/unit/opera
 
 from __future__ import annotations
 
+from pyinfra.api import Config
 from pyinfra.context import ctx_host
 
 
 class FakeState:
     is_executing = True  # the operation runs now: it reads facts as it would on the host
+    config = Config()  # pyinfra's defaults: no --diff
 
 
 class FakeHost:
@@ -24,6 +26,10 @@ class FakeHost:
         self.name = name
         self.facts = facts
         self.noops: list[str] = []
+        self.logs: list[str] = []  # host.log lines (deploys/plan.announce)
+
+    def log(self, message: str, *args) -> None:
+        self.logs.append(message)
 
     def get_fact(self, fact, **kwargs):
         return self.facts[fact]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from pyinfra.api import FileUploadCommand, FunctionCommand, Inventory, StringCommand
+from pyinfra.context import ctx_host
 
 from deploys.head import (
     ENV_FILE,
@@ -35,6 +36,7 @@ from deploys.settings import HEAD_MANAGED_ENV, Settings, SettingsError, validate
 from deploys.topology import rpc_list as rpc_servers
 from deploys.topology import workers_of
 from facts.llama_server import HttpStatus, LlamaServerHelp, LlamaServerStatus, help_flags, load_mode_flag
+from tests.unit import fake_host
 from tests.unit.fake_host import run_operation
 
 HOST_BUILD = Path("/var/cache/halo-src/build-cpu/bin/llama-server")  # the CPU build on the dev machine
@@ -528,23 +530,35 @@ def status(active="active", exe=BUILD, binary=BUILD) -> dict:
     (status(active="activating", exe=None), False, False),  # systemd is restarting it: the wait judges
 ])
 def test_serving_restarts_only_for_a_reason(facts, changed, restarts):
-    commands, noops = run_operation(serving, facts, s=Settings(), changed=lambda: changed, rpc=[])
+    commands, noops = run_operation(serving, facts, s=Settings(), because={"its settings changed": changed}, rpc=[])
     assert [c.get_raw_value() for c in commands] == (["systemctl restart halo-llama-server.service"]
                                                       if restarts else [])
     assert bool(noops) != restarts
 
 
+def test_serving_says_why_it_restarts(monkeypatch):
+    fake = fake_host.FakeHost(status())
+    with ctx_host.use(fake):
+        list(serving._inner(s=Settings(), because={"its unit changed": False, "its env file changed": True}, rpc=[]))
+    assert fake.logs == ["Restarting halo-llama-server.service: its env file changed"]
+    monkeypatch.setattr(fake_host.FakeState, "is_executing", False)  # a dry run: the same reason, as a prediction
+    fake = fake_host.FakeHost(status())
+    with ctx_host.use(fake):
+        commands = list(serving._inner(s=Settings(), because={"its env file changed": True}, rpc=[]))
+    assert fake.logs == ["Will restart halo-llama-server.service: its env file changed"] and commands
+
+
 def test_serving_restarts_only_once_every_rpc_server_accepts_connections():
     rpc = ["10.151.0.12:50052", "10.151.0.13:50052", "10.151.0.13:50053"]
     commands, _ = run_operation(serving, status(active="inactive", exe=None), s=Settings(head_ready_timeout_s=300),
-                                changed=lambda: False, rpc=rpc)
+                                because={}, rpc=rpc)
     assert [c.get_raw_value() for c in commands] == [
         "systemctl stop halo-llama-server.service",  # its connections would keep the probes queued
         "env LLAMA_ARG_RPC=10.151.0.12:50052,10.151.0.13:50052,10.151.0.13:50053 "
         "/usr/local/libexec/halo-provision/wait-rpc-servers 300",
         "systemctl start halo-llama-server.service",
     ]
-    commands, _ = run_operation(serving, status(), s=Settings(), changed=lambda: False, rpc=rpc)
+    commands, _ = run_operation(serving, status(), s=Settings(), because={}, rpc=rpc)
     assert commands == []  # no restart, no probe of the RPC servers it serves from
 
 
