@@ -96,7 +96,7 @@ def test_the_toolchain_is_found_off_path_in_a_therock_shaped_prefix(forky):
     prefix is made of forky's own ROCm (hipconfig copied into bin/; include/, lib/ and amdgcn/ linked to forky's,
     so that hipconfig's `-l` answers <prefix>/lib/llvm-21/bin as TheRock's answers <prefix>/lib/llvm/bin),
     not a TheRock tarball, whose own files are not exercised here."""
-    before = on(f"readlink -f {PREFIX}/current").strip()
+    before = on(f"readlink {PREFIX}/current || true").strip()
     llvm = on("hipconfig -l").strip().removesuffix("/").removesuffix("/bin")
     # AMD's layout: the device libraries in <prefix>/amdgcn/bitcode, where clang looks with ROCM_PATH set
     bitcode = on(f"find {llvm}/lib/clang -maxdepth 3 -type d -name amdgcn | head -n 1").strip()
@@ -106,7 +106,8 @@ def test_the_toolchain_is_found_off_path_in_a_therock_shaped_prefix(forky):
        "mv /usr/bin/hipconfig /usr/bin/hipconfig.halo-test; mv /usr/bin/hipcc /usr/bin/hipcc.halo-test")
     data = {**forky, "rocm_source": "therock", "rocm_version": "7.2.1",
             "rocm_tarball_url": "https://example.org/therock.tar.gz", "rocm_tarball_sha256": "ab" * 32,
-            "llama_cpp_cmake_extra_args": '["-DHALO_TEST_PROOF=therock"]'}  # a new build tree
+            # a new build tree, compiled for real: without ccache, which would answer from the test above
+            "llama_cpp_cmake_extra_args": '["-DHALO_TEST_PROOF=therock", "-DGGML_CCACHE=OFF"]'}
     cmd = [sys.executable, "-m", "pyinfra", "-y"] + [f"--data={k}={v}" for k, v in data.items()]
     deploy = None
     try:
@@ -115,7 +116,7 @@ def test_the_toolchain_is_found_off_path_in_a_therock_shaped_prefix(forky):
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   env=dict(os.environ, **ENV))
         start, objects, tree = time.monotonic(), [], ""
-        while len(objects) < 2:
+        while len(objects) < 4:
             assert deploy.poll() is None, f"the build ended before compiling HIP objects:\n{deploy.stdout.read()[-6000:]}"
             assert time.monotonic() - start < 3600, "no HIP object compiled within an hour"
             time.sleep(20)
@@ -128,13 +129,16 @@ def test_the_toolchain_is_found_off_path_in_a_therock_shaped_prefix(forky):
                         if line.startswith("CMAKE_HIP_COMPILER:"))
         print(f"therock-shaped prefix: CMAKE_HIP_COMPILER={compiler}")
         assert compiler.startswith(f"{THERE}/lib/llvm-"), compiler  # clang found through the prefix's hipconfig
-        for obj in objects:
-            assert int(on(f"grep -c -a amdgcn-amd-amdhsa--gfx1151 {obj} || true") or 0) > 0, obj
+        # device code for gfx1151 in what it compiled (not every object has kernels: sum.cu.o has none)
+        bundled = [o for o in objects if int(on(f"grep -c -a amdgcn-amd-amdhsa--gfx1151 {o} || true") or 0) > 0]
+        assert bundled, objects
     finally:
         if deploy is not None:
             deploy.kill()
             deploy.wait()
-        on(f"pkill -f -- '-DHALO_TEST_PROOF=therock' || true; pkill -f '{PREFIX}/trees/' || true; sleep 2; "
+        # the patterns' [/] keep pkill from matching this very command line
+        on(f"pkill -f '[/]llama-build.sh|[-]DHALO_TEST_PROOF' || true; pkill -f '[/]{PREFIX[1:]}/trees/' || true; "
+           "sleep 2; "
            f"mv /usr/bin/hipconfig.halo-test /usr/bin/hipconfig; mv /usr/bin/hipcc.halo-test /usr/bin/hipcc; "
            f"rm -rf {THERE}")
-    assert on(f"readlink -f {PREFIX}/current").strip() == before  # the stopped build changed nothing served
+    assert on(f"readlink {PREFIX}/current || true").strip() == before  # the stopped build changed nothing served
