@@ -47,7 +47,8 @@ def pyinfra_facts(inventory: str, *fact_names: str, limit: str | None = None) ->
 def results(proc: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
     """pyinfra's closing Results table: {operation: {"success": n, "error": n, "no_change": n}}.
 
-    >>> out = "--> Results:\\n    Operation  Hosts  Success  Error  No Change\\n    Start x  1  1  -  -\\n"
+    >>> out = ("--> Results:\\n    Operation  Hosts  Success  Error  No Change\\n    Start x  1  1  -  -\\n"
+    ...        "    Grand total  1  1  -  -\\n")
     >>> results(subprocess.CompletedProcess([], 0, out, ""))
     {'Start x': {'success': 1, 'error': 0, 'no_change': 0}}
     """
@@ -57,6 +58,8 @@ def results(proc: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
     for line in table:
         cells = line.split()
         if len(cells) < 4:
+            continue
+        if cells[:2] == ["Grand", "total"]:  # the sum of the rows above, not an operation
             continue
         counts = [0 if c == "-" else int(c) for c in cells[-3:]]
         found[" ".join(cells[:-4])] = dict(zip(("success", "error", "no_change"), counts))

@@ -31,7 +31,11 @@ def head_server_stopped(cluster):
         lab.ssh(HEAD, f"systemctl stop {HEAD_UNIT}")
     yield
     if active:
-        lab.ssh(HEAD, f"systemctl start {HEAD_UNIT}")
+        started = lab.ssh(HEAD, f"systemctl start {HEAD_UNIT}", check=False, timeout=240)
+        assert started.returncode == 0, (started.stderr + lab.ssh(
+            HEAD, f"journalctl -u {HEAD_UNIT} -n 30 --no-pager -o cat", check=False).stdout + "".join(
+            lab.ssh(w, "systemctl is-active halo-rpc@50052; ss -Hltn; nft list ruleset", check=False).stdout
+            for w in ("halo2", "halo3")))
 
 
 def address(name: str) -> str:
