@@ -614,9 +614,12 @@ def lab_nft_tables() -> list[str]:
 
 def leftovers() -> dict[str, list[str]]:
     """What a stopped lab must not leave: empty lists everywhere."""
-    pending = STATE / "disks-pending"  # root devices a stop could not free yet
+    pending = STATE / "disks-pending"  # root devices a stop could not free in time: still attached?
+    disks = [d for d in (pending.read_text().split() if pending.is_file() else [])
+             if Path(f"/sys/block/{d.removeprefix('/dev/')}/loop").exists()
+             or Path(f"/sys/block/{d.removeprefix('/dev/')}/initstate").is_file()]  # a zram device of an older lab
     return {"processes": lab_processes(), "mounts": lab_mounts(), "links": lab_links(), "netns": lab_netns(),
-            "nft": lab_nft_tables(), "disks": pending.read_text().split() if pending.is_file() else []}
+            "nft": lab_nft_tables(), "disks": disks}
 
 
 def set_gpu(name: str, gpu: GpuProfile) -> None:
