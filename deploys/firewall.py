@@ -72,10 +72,10 @@ def input_rules(worker: Settings, heads: list[Settings]) -> list[dict]:
     else:
         where = f"{family} daddr {_unscoped(address)}"
     rules = []
-    for server in worker.rpc_servers:
-        sources = sorted({_unscoped(h.head_source_address) for h in heads_using(worker, server, heads)
+    for rpc in worker.rpc_servers:
+        sources = sorted({_unscoped(h.head_source_address) for h in heads_using(worker, rpc, heads)
                           if h.head_source_address is not None and h.head_source_address.version == address.version})
-        rules.append({"match": f"{where} tcp dport {server.port}", "family": family, "sources": sources})
+        rules.append({"match": f"{where} tcp dport {rpc.port}", "family": family, "sources": sources})
     return rules
 
 
@@ -88,8 +88,8 @@ def output_endpoints(head: Settings, workers: list[Settings]) -> dict[str, list[
         address = w.rpc_connect_address
         if address is None:
             continue
-        for server in w.rpc_servers:
-            found.setdefault(_family(address), set()).add(f"{_unscoped(address)} . {server.port}")
+        for rpc in w.rpc_servers:
+            found.setdefault(_family(address), set()).add(f"{_unscoped(address)} . {rpc.port}")
     return {family: sorted(endpoints) for family, endpoints in sorted(found.items())}
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.integration.conftest import assert_no_changes, inventory_with
 from tests.integration.test_cluster_faults import completes
 from tests.integration.test_rpc_worker import HEAD, PORT, can_connect, process_of, sh, without_halo3_as_worker
