@@ -35,10 +35,9 @@ from pyinfra.facts.server import Which
 from pyinfra.operations import files, server, systemd
 
 from deploys import shipped
+from deploys.accounts import HEAD_USER, account_reads, service_accounts
 from deploys.common import install_packages
-from deploys.runcache import ACCOUNT_READS, file_reads, prefetch, unit_reads
-from deploys.head import USER as LLAMA_SERVER_USER
-from deploys.head import service_user
+from deploys.runcache import file_reads, prefetch, unit_reads
 from deploys.plan import announce, daemon_reload_when, when_changed
 from deploys.settings import IPAddress, Settings, settings
 from deploys.topology import heads_of, heads_using, workers_of
@@ -96,7 +95,7 @@ def output_endpoints(head: Settings, workers: list[Settings]) -> dict[str, list[
 def firewall_data(s: Settings, inventory) -> dict:
     """Values of firewall.nft for host `s`: its input rules (worker) and output endpoints (head)."""
     return {"nft": NFT, "table": NFT_TABLE, "input": input_rules(s, heads_of(inventory)),
-            "output": output_endpoints(s, workers_of(inventory)), "service_user": LLAMA_SERVER_USER}
+            "output": output_endpoints(s, workers_of(inventory)), "service_user": HEAD_USER}
 
 
 def load_rules_command(rules: str = FIREWALL_RULES) -> str:
@@ -116,9 +115,9 @@ def firewall() -> None:
     if not (s.is_rpc_worker or s.is_head):
         return
     prefetch(file_reads(FIREWALL_RULES, f"/etc/systemd/system/{FIREWALL_UNIT}") + unit_reads(FIREWALL_UNIT)
-             + ACCOUNT_READS + [(Which, {"command": "nft"})])  # what this step reads, in one command
+             + account_reads(s) + [(Which, {"command": "nft"})])  # what this step reads, in one command
     if s.is_head:  # the egress rule names llama-server's user: nft refuses a user that does not exist
-        service_user()
+        service_accounts(s)
     if not host.get_fact(Which, command="nft"):  # only this step installs it: no apt update when present
         install_packages(host.get_fact(Distro), "Install nftables", ["nftables"], cache_time=3600)
     rules = files.template(name="Write the RPC firewall rules",

@@ -12,6 +12,7 @@ one table per host and the summary at the end of the run; a host that does not p
 
 from pyinfra import host
 
+from deploys.accounts import account_reads
 from deploys.firewall import firewall
 from deploys.firmware import check_firmware
 from deploys.groups import gpu_groups
@@ -27,7 +28,7 @@ from deploys.verify import host_reads, verify_host
 
 if __name__ in ("builtins", "__main__"):
     settings(host)  # every host's data is valid before any step adds an operation
-    prefetch(host_reads(settings(host)))  # this host's kernel, firmware, sysfs and build facts: one command
+    prefetch(host_reads(settings(host)) + account_reads(settings(host)))  # kernel, firmware, sysfs, build, accounts: one command
     check_kernel()
     check_firmware()
     gpu_groups()

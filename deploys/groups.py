@@ -4,18 +4,17 @@
     # with gpu_users = ["alice"] in the inventory's host data or group_data
 
 Users are appended to the groups (usermod -a -G), keeping all their other groups. A user listed in
-gpu_users that does not exist on a host fails that host: this step never creates users.
+gpu_users that does not exist on a host fails that host: this step never creates those users.
+The groups themselves, and the service users of the host's roles, come from deploys/accounts.py.
 """
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.server import Users
-from pyinfra.operations import server
 
+from deploys.accounts import GPU_GROUPS, service_accounts
 from deploys.common import failure
 from deploys.settings import settings
-
-GPU_GROUPS = ("render", "video")
 
 
 def missing_memberships(users: dict[str, dict], wanted: list[str], groups=GPU_GROUPS) -> tuple[list[str], dict]:
@@ -53,8 +52,7 @@ def group_members(users: list[str], groups: tuple[str, ...] = GPU_GROUPS):
 @deploy("Give GPU users the render and video groups")
 def gpu_groups() -> None:
     s = settings(host)
-    for group in GPU_GROUPS:
-        server.group(name=f"Create the {group} group", group=group, system=True)
+    service_accounts(s)
     if s.gpu_users:
         group_members(name="Add gpu_users to the render and video groups", users=s.gpu_users)
 

@@ -51,18 +51,18 @@ from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.files import Directory, File, FileContents
 from pyinfra.facts.server import Which
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, systemd
 
 from deploys import shipped, topology
+from deploys.accounts import HEAD_USER, account_reads, service_accounts
 from deploys.common import env_file_line, failure, install_packages
 from deploys.fit import fits, gather, serving_rpc
-from deploys.groups import GPU_GROUPS
 from deploys.llama_cpp import coming_build
 from deploys.models import download_script, part_url, token_file_problem, url_name
 from deploys.plan import announce, daemon_reload_when, reasons
 from deploys.progress import long_work
 from deploys.serving import ARGS_VARIABLE, server_args, supported_by_build, tuning_env
-from deploys.runcache import ACCOUNT_READS, file_reads, prefetch, run_store, unit_reads
+from deploys.runcache import file_reads, prefetch, run_store, unit_reads
 from deploys.settings import Settings, SettingsError, settings
 from deploys.settings.fields import unscoped
 from facts.distro import Distro
@@ -72,7 +72,7 @@ from facts.network import RouteSources
 from facts.llama_server import API_KEY_FILE_ENV, HttpStatus, LlamaServerHelp, LlamaServerStatus
 from facts.services import UnitStates
 
-USER = "llama-server"
+USER = HEAD_USER
 UNIT = "halo-llama-server.service"
 ENV_FILE = "/etc/halo-provision/llama-server.env"
 UNIT_TEMPLATE = "etc/systemd/system/halo-llama-server.service.j2"
@@ -386,14 +386,6 @@ def ready(url: str, timeout_s: int):
 
 # -- the step ----------------------------------------------------------------------------------------
 
-def service_user() -> None:
-    """The system user llama-server runs as (also created by deploys/firewall.py: its egress rule names it)."""
-    for group in GPU_GROUPS:
-        server.group(name=f"Create the {group} group", group=group, system=True)
-    server.user(name=f"Create the {USER} system user", user=USER, system=True, home="/nonexistent",
-                shell="/usr/sbin/nologin", groups=list(GPU_GROUPS), ensure_home=False, comment="llama.cpp server")
-
-
 
 @operation()
 def stop_serving():
@@ -447,7 +439,7 @@ def head() -> None:
         raise SettingsError(problems)
     model = model_file(s)
     models = [f"{s.model_dir.rstrip('/')}/{url_name(part_url(s, p))}" for p in s.model_files] or [model]
-    prefetch(file_reads(ENV_FILE, WAIT_RPC, f"/etc/systemd/system/{UNIT}") + unit_reads(UNIT) + ACCOUNT_READS
+    prefetch(file_reads(ENV_FILE, WAIT_RPC, f"/etc/systemd/system/{UNIT}") + unit_reads(UNIT) + account_reads(s)
              + [(Which, {"command": "curl"}), *([(Directory, {"path": s.model_dir})] if s.model_dir else []),
                 (LlamaServerHelp, {"binary": binary(s)}), (LlamaServerFlags, {"binary": binary(s)}),
                 (GgufModel, {"path": model})]
@@ -455,7 +447,7 @@ def head() -> None:
 
     if not host.get_fact(Which, command="curl"):  # downloads and /health; only installed here: no apt update else
         install_packages(host.get_fact(Distro), "Install curl", ["curl"], cache_time=3600)
-    service_user()
+    service_accounts(s)  # llama-server in render and video (deploys/accounts.py; once per run and host)
 
     if s.model_files:
         files.directory(name="Create the model directory", path=s.model_dir, user="root", group="root", mode="755")

@@ -38,14 +38,14 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
-from pyinfra.operations import files, server
+from pyinfra.operations import files
 
 from deploys import shipped
+from deploys.accounts import RPC_USER, account_reads, service_accounts
 from deploys.common import env_file_line, failure, warn
-from deploys.groups import GPU_GROUPS
 from deploys.llama_cpp import coming_build
 from deploys.plan import announce, daemon_reload_when, restart_when, service_running, show_file_change
-from deploys.runcache import ACCOUNT_READS, file_reads, prefetch, unit_reads
+from deploys.runcache import file_reads, prefetch, unit_reads
 from deploys.settings import IPAddress, RpcInstance, Settings, settings
 from deploys.topology import firewall_sources
 from facts.llama_cpp import STAMP, LlamaCppInstall
@@ -59,7 +59,7 @@ from facts.rpc_worker import (
     UfwRpcRules,
 )
 
-USER = "llama-rpc"
+USER = RPC_USER
 UNIT = "halo-rpc@.service"
 CACHE_PRUNE = "/usr/local/libexec/halo-provision/rpc-cache-prune"  # deploys/scripts/rpc-cache-prune.sh
 
@@ -275,7 +275,7 @@ def configure(s) -> tuple:
     sources = firewall_sources(host.inventory)
     prefix, ref = s.llama_cpp_prefix, s.llama_cpp_ref
     prefetch(file_reads(CACHE_PRUNE, f"/etc/systemd/system/{UNIT}", *(env_path(p) for p in ports))
-             + unit_reads(*(f"halo-rpc@{p}.service" for p in ports)) + ACCOUNT_READS
+             + unit_reads(*(f"halo-rpc@{p}.service" for p in ports)) + account_reads(s)
              + [(FirewallFrontends, {}), (RpcServerInstances, {}), (LlamaCppInstall, {"prefix": prefix, "ref": ref})])
     if s.rpc_bind_address.version == 6:
         warn(f"rpc_bind_address {s.rpc_bind_address} is IPv6, but llama.cpp's RPC server has listened on "
@@ -283,11 +283,7 @@ def configure(s) -> tuple:
              "\"Failed to create server socket\" every 2 s (systemd restarts it), use the worker's IPv4 "
              "cluster-link address")
 
-    for group in GPU_GROUPS:
-        server.group(name=f"Create the {group} group", group=group, system=True)
-    server.user(name=f"Create the {USER} system user", user=USER, system=True, home="/nonexistent",
-                shell="/usr/sbin/nologin", groups=list(GPU_GROUPS), ensure_home=False,
-                comment="llama.cpp RPC server")
+    service_accounts(s)  # llama-rpc in render and video (deploys/accounts.py; once per run and host)
 
     files.put(name="Install the RPC tensor cache pruner", src=shipped.script("rpc-cache-prune.sh"),
               dest=CACHE_PRUNE, mode="755", create_remote_dir=True)

@@ -30,7 +30,6 @@ import gevent.lock
 from pyinfra import host
 from pyinfra.api.state import StateStage
 from pyinfra.facts.files import Directory, File, Sha1File
-from pyinfra.facts.server import Groups, Os, Users
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
 from facts.together import FactsTogether
@@ -180,9 +179,6 @@ def prefetch(reads, target=None) -> None:
     memo = run_store("fact_memo", target.state).get(target.name)
     if memo is not None:
         memo.prefetch(reads)
-
-
-ACCOUNT_READS = [(Users, {}), (Groups, {}), (Os, {})]  # what server.user and server.group read
 
 
 def file_reads(*paths: str) -> list:
