@@ -88,12 +88,14 @@ class FactMemo:
     - when the run executes, a kept answer stays valid until the host runs anything but a fact read
       (an operation's command, upload or download, a function command that reaches the host): that
       forgets everything kept for that host, so an operation always sees what earlier ones changed;
-    - facts in VOLATILE_FACTS (and any fact class with `volatile = True`) are never kept.
+    - facts in VOLATILE_FACTS (and any fact class with `volatile = True`) are never kept; a live
+      prefetch reads several of them in one command, and each answer serves the next read only.
     Answers are deep copies: a caller changing one does not change the next.
     """
 
     def __init__(self, host):
         self.host, self.kept, self.lock = host, {}, gevent.lock.RLock()
+        self.fresh: dict = {}  # volatile facts of a live prefetch, each given to its next read only
         self.reading: set[int] = set()  # greenlets inside a fact read of this host
         self.get_fact = host.get_fact
         host.get_fact = self.read
@@ -109,9 +111,9 @@ class FactMemo:
                 memos[one.name] = cls(one)
 
     def read(self, fact, *args, **kwargs):
-        if fact.__name__ in VOLATILE_FACTS or getattr(fact, "volatile", False):
-            return self._read(fact, args, kwargs)
         key = self._key(fact, args, kwargs)
+        if _volatile(fact):
+            return self.fresh.pop(key) if key in self.fresh else self._read(fact, args, kwargs)
         with self.lock:  # two greenlets asking for the same fact: the second waits for the first's answer
             if key not in self.kept:
                 self.kept[key] = self._read(fact, args, kwargs)
@@ -133,18 +135,20 @@ class FactMemo:
         def call(*args, **kwargs):
             if id(gevent.getcurrent()) not in self.reading and self.host.state.current_stage == StateStage.Execute:
                 self.kept.clear()
+                self.fresh.clear()
             return method(*args, **kwargs)
         return call
 
-    def prefetch(self, reads) -> None:
+    def prefetch(self, reads, live: bool = False) -> None:
         """Read the facts in `reads` ([(FactClass, {kwargs}), ...]) in one remote command and keep each
         answer as if it had been read alone (facts kept already, volatile ones and short facts are left
-        out; one whose command fails or is missing is left for its own read, with pyinfra's handling)."""
+        out; one whose command fails or is missing is left for its own read, with pyinfra's handling).
+        `live`: read the volatile ones too, each answer kept for its next read only (read it right away)."""
         pending, parts = [], []
         for cls, kwargs in reads:
             key = self._key(cls, (), kwargs)
             if (key in self.kept or key in [p[0] for p in pending] or not hasattr(cls, "process")
-                    or cls.__name__ in VOLATILE_FACTS or getattr(cls, "volatile", False)):
+                    or _volatile(cls) != live):
                 continue
             fact = cls()
             command = _raw(fact.command(**kwargs) if callable(fact.command) else fact.command)
@@ -157,19 +161,24 @@ class FactMemo:
             return
         for part in self._read(FactsTogether, (), {"commands": parts}):  # one command; faked facts: []
             key, fact = pending[part["index"]]
-            if part["status"] != 0 or key in self.kept:
+            store = self.fresh if live else self.kept
+            if part["status"] != 0 or key in store:
                 continue
             try:
-                self.kept[key] = fact.process(part["lines"]) if part["lines"] else fact.default()
+                store[key] = fact.process(part["lines"]) if part["lines"] else fact.default()
             except Exception:  # noqa: BLE001  its own read reports it, as pyinfra does
                 continue
+
+
+def _volatile(fact) -> bool:
+    return fact.__name__ in VOLATILE_FACTS or getattr(fact, "volatile", False)
 
 
 def _raw(command) -> str:
     return command.get_raw_value() if hasattr(command, "get_raw_value") else str(command)
 
 
-def prefetch(reads, target=None) -> None:
+def prefetch(reads, target=None, live: bool = False) -> None:
     """Read several facts of `host` (else the current host) in one remote command, kept for this run.
 
         prefetch([(File, {"path": UNIT_PATH}), (Sha1File, {"path": UNIT_PATH}), (Groups, {})])
@@ -178,7 +187,7 @@ def prefetch(reads, target=None) -> None:
     target = target if target is not None else host
     memo = run_store("fact_memo", target.state).get(target.name)
     if memo is not None:
-        memo.prefetch(reads)
+        memo.prefetch(reads, live)
 
 
 def file_reads(*paths: str) -> list:

@@ -29,7 +29,7 @@ from deploys import head, rpc_worker, topology
 from deploys.checks import HostFacts, Report, cluster_build_row, judge, same_build_row
 from deploys.common import failure
 from deploys.report import REPORT_ENV, summary, summary_text, table, write_summary
-from deploys.runcache import run_store
+from deploys.runcache import prefetch, run_store
 from deploys.settings import HEAD_GROUP, Settings, settings
 from facts.amdgpu import GpuMemory, KfdGpuNodes, TtmLimits
 from facts.distro import Distro
@@ -53,20 +53,27 @@ def read_facts(s: Settings, get_fact: Callable | None = None, workers: list[Sett
     """
     get = get_fact or host.get_fact
     rpc = head_facts = None
+    ports = {server.port: rpc_worker.UNIT.replace("@", f"@{server.port}") for server in s.rpc_servers} \
+        if s.is_rpc_worker else {}
+    if s.is_head and workers is None:
+        workers = topology.workers_of(host.inventory)
+    rpc_list = topology.rpc_list(s, workers) if s.is_head else []
+    units = [*ports.values(), *([head.UNIT] if s.is_head else ())]
+    if get_fact is None:  # the facts that move by themselves and need no other answer first: one command
+        prefetch(([(UnitStates, {"units": list(ports.values())}), (TcpListeners, {})] if s.is_rpc_worker else [])
+                 + ([(UnitStates, {"units": [head.UNIT]}), (HttpStatus, {"url": head.health_url(s)})]
+                    if s.is_head else [])
+                 + ([(LlamaServerLinks, {"unit": head.UNIT})] if rpc_list else [])
+                 + ([(RunningBuilds, {"units": units})] if units else []), live=True)
     if s.is_rpc_worker:
-        ports = {server.port: rpc_worker.UNIT.replace("@", f"@{server.port}") for server in s.rpc_servers}
         rpc = {"ports": ports, "units": get(UnitStates, units=list(ports.values())), "listeners": get(TcpListeners)}
     if s.is_head:
         head_facts = {"unit": head.UNIT, "state": get(UnitStates, units=[head.UNIT]).get(head.UNIT),
                       "url": head.health_url(s), "health": get(HttpStatus, url=head.health_url(s))}
-        if workers is None:
-            workers = topology.workers_of(host.inventory)
-        if topology.rpc_list(s, workers):
+        if rpc_list:
             serving = (head_facts["state"] or {}).get("active") == "active"  # it holds the servers: do not queue
-            head_facts["reach"] = get(RpcReach, endpoints=topology.rpc_list(s, workers), user=head.USER,
-                                      probe_user=not serving)
+            head_facts["reach"] = get(RpcReach, endpoints=rpc_list, user=head.USER, probe_user=not serving)
             head_facts["links"] = get(LlamaServerLinks, unit=head.UNIT)
-    units = [*(rpc["ports"].values() if rpc else ()), *([head.UNIT] if head_facts else ())]
     return HostFacts(
         distro=get(Distro)["family"],
         kernel=get(KernelRelease),

@@ -132,3 +132,26 @@ def test_prefetch_leaves_a_failing_fact_to_its_own_read():
     assert len(host.commands) == 1
     host.get_fact(Failing)  # not kept from the failed part: read on its own (pyinfra then reports it)
     assert len(host.commands) == 2
+
+
+def test_live_prefetch_answers_volatile_facts_once_each():
+    class Clock(Os):  # a fact that moves by itself: each read may differ
+        volatile = True
+
+        def command(self):
+            return "date +%s%N"
+
+    host = LocalHost(StateStage.Execute)
+    FactMemo.install(host.state)
+    prefetch([(Clock, {}), (Os, {})], host)  # not live: the volatile fact is left out
+    assert len(host.commands) == 1
+    prefetch([(Clock, {}), (Os, {})], host, live=True)  # live: only the volatile one, Os is kept already
+    assert len(host.commands) == 2
+    first = host.get_fact(Clock)
+    assert len(host.commands) == 2  # answered by the live prefetch
+    second = host.get_fact(Clock)  # that answer served one read only
+    assert len(host.commands) == 3 and int(second) > int(first)
+    prefetch([(Clock, {})], host, live=True)
+    host.run_shell_command("systemctl restart x")  # an operation ran: the live answer is stale
+    host.get_fact(Clock)
+    assert len(host.commands) == 6
