@@ -9,6 +9,9 @@ hosts only, the rest of the inventory is data), sizes interleaved, median of --r
 wall time of the pyinfra CLI from start to exit (Python start, inventory, connect, prepare, execute).
 A timed run that fails is not run again: it is counted and reported with its cause (pyinfra's own
 error lines; the whole output is kept in a log file), and its time is left out of the table.
+Beside each timed run's wall time, the CPU it cost: the pyinfra CLI's (its rusage) and each lab
+host's (lab.host_cpu_seconds: its processes, reaped children included), as all of them share this
+machine's cores.
 
 Remote commands are counted twice in one extra run on all hosts, which is not timed:
 - on each host, by sshd: with `LogLevel DEBUG1` (a drop-in, removed afterwards) sshd logs every
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import tempfile
 import time
 from collections import Counter
@@ -96,6 +101,15 @@ def where_commands_go(records: list[dict], host: str) -> list[list[object]]:
     return rows
 
 
+def cpu_used(n: int, run_it) -> tuple[object, float, dict[str, float]]:
+    """run_it()'s result, with the CPU seconds its pyinfra CLI used and each lab host's (hosts that used some)."""
+    hosts_before, mine_before = lab.host_cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run_it()
+    hosts_after, mine_after = lab.host_cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    pyinfra_cpu = (mine_after.ru_utime - mine_before.ru_utime) + (mine_after.ru_stime - mine_before.ru_stime)
+    return result, pyinfra_cpu, {h: hosts_after[h] - hosts_before.get(h, 0.0) for h in hosts_after}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,8,16", help="numbers of hosts to time (default 1,8,16)")
@@ -111,9 +125,11 @@ def main() -> int:
             times: dict[int, list[float]] = {n: [] for n in sizes}
             changed: dict[int, dict] = {}
             failures: dict[int, list[str]] = {n: [] for n in sizes}
+            cpu: dict[int, list[tuple[float, float, float]]] = {n: [] for n in sizes}  # pyinfra, all hosts, busiest
             for repeat in range(args.repeats):
                 for n in sizes:
-                    run = pyinfra(LAB_INVENTORY, FULL, data, limit=hosts[:n])
+                    run, pyinfra_cpu, host_cpu = cpu_used(n, lambda: pyinfra(LAB_INVENTORY, FULL, data,
+                                                                             limit=hosts[:n]))
                     if not run.ok or "No host matches found" in run.output:
                         log = Path(tempfile.gettempdir()) / f"bench-noop-{n}-hosts-run-{repeat + 1}.log"
                         log.write_text(run.output)
@@ -122,6 +138,7 @@ def main() -> int:
                               f"{failures[n][-1]}", flush=True)
                         continue
                     times[n].append(run.seconds)
+                    cpu[n].append((pyinfra_cpu, sum(host_cpu.values()), max(host_cpu.values(), default=0.0)))
                     if run.changed:
                         changed[n] = run.changed
                     print(f"  run {repeat + 1}, {n} hosts: {run.seconds:.2f} s", flush=True)
@@ -142,6 +159,13 @@ def main() -> int:
              max(times[n]), median(times[n]) / base] for n in sizes]
     print(f"\n### No-change run of {FULL} ({machine_note()})\n")
     print(table(["hosts", "runs", "failed", "median s", "min s", "max s", f"x {sizes[0]} host"], rows))
+    print(f"\nCPU seconds of a timed run (medians), beside its wall time: the pyinfra CLI on this machine, "
+          f"and the lab hosts' processes (sshd, the commands, systemd), which share this machine's "
+          f"{os.cpu_count()} cores with it; on real machines each host has its own:\n")
+    print(table(["hosts", "wall s", "pyinfra CPU s", "all hosts' CPU s", "busiest host's CPU s", "CPU s per wall s"],
+                [[n, median(times[n]), median([c[0] for c in cpu[n]]), median([c[1] for c in cpu[n]]),
+                  median([c[2] for c in cpu[n]]), median([(c[0] + c[1]) / t for c, t in zip(cpu[n], times[n])])]
+                 for n in sizes]))
     for n in sizes:
         for failure in failures[n]:
             print(f"\nFAILED on {n} hosts, {failure}")

@@ -448,6 +448,32 @@ def nspawn_pid(host: LabHost) -> int | None:
         return None
 
 
+def host_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each running lab host: every process its nspawn
+    started, with the children they reaped. The difference over a run is what the run cost the hosts.
+
+        before = host_cpu_seconds(); ...; used = {h: host_cpu_seconds()[h] - before.get(h, 0) for h in before}
+    """
+    tick, cpu, parent = os.sysconf("SC_CLK_TCK"), {}, {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # it just ended
+            parent[int(proc.name)] = int(fields[1])
+            cpu[int(proc.name)] = sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+    roots = {pid: h.name for h in load_hosts() if (pid := nspawn_pid(h))}
+    used: dict[str, float] = {}
+    for pid, seconds in cpu.items():
+        ancestor = pid
+        while ancestor > 1 and ancestor not in roots:
+            ancestor = parent.get(ancestor, 0)
+        if ancestor in roots:
+            used[roots[ancestor]] = used.get(roots[ancestor], 0.0) + seconds
+    return used
+
+
 # --- the files tools read -----------------------------------------------------------------
 
 def write_client_files(hosts: list[LabHost]) -> None:
