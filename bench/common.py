@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,16 +68,62 @@ def pyinfra(inventory: str | Path, deploy: str, data: dict[str, str] | None = No
 
     With `trace`, the CLI runs under bench.traced_pyinfra, which records every remote command there.
     """
+    cmd = cli_command(inventory, deploy, data, limit, trace)
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **ENV))
+    return Run(time.monotonic() - start, proc)
+
+
+def cli_command(inventory: str | Path, deploy: str, data: dict[str, str] | None = None,
+                limit: list[lab.LabHost] | None = None, trace: Path | None = None) -> list[str]:
+    """The pyinfra command line of a run (-y), optionally under bench.traced_pyinfra."""
     cmd = [sys.executable, "-m", "bench.traced_pyinfra", str(trace)] if trace else [sys.executable, "-m", "pyinfra"]
     cmd += ["-y", str(inventory), deploy]
     for key, value in (data or {}).items():
         cmd += ["--data", f"{key}={value}"]
     for host in limit or []:
         cmd += ["--limit", host.name]
-    env = dict(os.environ, **ENV)
+    return cmd
+
+
+# pyinfra prints "--> Starting operation: <deploy> | <operation> [(args)]" (or "Starting serial operation:")
+_OPERATION_START = re.compile(r"^--> Starting (?:[\w ,]+ )?operation: (.+?)\s*$")
+
+
+def operation_started(line: str) -> str | None:
+    """The operation (with its step) whose start a line of pyinfra's output announces, else None.
+
+    >>> operation_started("--> Starting operation: Build llama.cpp | Build llama.cpp lab-0.3.36 (cpu)")
+    'Build llama.cpp | Build llama.cpp lab-0.3.36 (cpu)'
+    >>> operation_started("    [halo1] Success") is None
+    True
+    """
+    found = _OPERATION_START.match(line.strip())
+    return found.group(1) if found else None
+
+
+def watched_run(inventory: str | Path, deploy: str, data: dict[str, str] | None = None,
+                timeout: float = 3600) -> tuple[Run, list[tuple[float, str]]]:
+    """pyinfra(...) with its output read as it comes: (the Run, [(seconds from the start, operation)] for
+    each operation's start, in order). pyinfra runs one operation at a time on all hosts, so an
+    operation lasts from its start to the next one's."""
+    cmd = cli_command(inventory, deploy, data)
+    starts, lines = [], []
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
-    return Run(time.monotonic() - start, proc)
+    with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=dict(os.environ, **ENV)) as proc:
+        killer = threading.Timer(timeout, proc.kill)  # a hung run ends the benchmark, not the machine's day
+        killer.start()
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                operation = operation_started(line)
+                if operation:
+                    starts.append((time.monotonic() - start, operation))
+        finally:
+            killer.cancel()
+    seconds = time.monotonic() - start
+    return Run(seconds, subprocess.CompletedProcess(cmd, proc.returncode, "".join(lines), "")), starts
 
 
 def require(run: Run, what: str) -> Run:

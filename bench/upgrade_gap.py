@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from bench.common import REPO, finish, machine_note, run_ok, table
+from bench.common import finish, machine_note, run_ok, table, watched_run
 from bench.worker_restart import HEAD, HEAD_PORT, HEAD_UNIT, completion, head_restarts
 from lab import lab
 from lab.cluster import HOSTS, cluster_inputs
 from lab.llama_source import NEXT_TAG, TAG, serve, upgrade_repo
-from lab.pyinfra_cli import ENV
 
 POLL_S = 0.5
 # operations whose first start is timed (pyinfra prints "--> Starting operation: <step> | <name>")
@@ -68,20 +65,13 @@ class Poller(threading.Thread):
 
 def timed_run(inventory: Path, data: dict[str, str]) -> tuple[float, dict[str, float], str, int]:
     """pyinfra deploys/full.py, its output read as it comes: (seconds, {mark: seconds from start}, output, rc)."""
-    cmd = [sys.executable, "-m", "pyinfra", "-y", str(inventory), "deploys/full.py"]
-    for key, value in data.items():
-        cmd += ["--data", f"{key}={value}"]
-    start, marks, lines = time.monotonic(), {}, []
-    env = dict(os.environ, **ENV)
-    with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=env) as proc:
-        for line in proc.stdout:
-            lines.append(line)
-            if "Starting operation" in line:
-                for mark, name in MARKS.items():
-                    if mark not in marks and name in line:
-                        marks[mark] = time.monotonic() - start
-    return time.monotonic() - start, marks, "".join(lines), proc.returncode
+    run, starts = watched_run(inventory, "deploys/full.py", data)
+    marks = {}
+    for when, operation in starts:
+        for mark, name in MARKS.items():
+            if mark not in marks and name in operation:
+                marks[mark] = when
+    return run.seconds, marks, run.output, run.proc.returncode
 
 
 def builds_now() -> dict[str, set[str]]:
