@@ -187,7 +187,8 @@ def main() -> int:
     try:
         for case in ("cold", "warm"):
             hosts, boot = fresh_hosts(args.hosts)  # a new bridge too: the inputs are served on it below
-            print(f"{case}: {args.hosts} fresh lab hosts booted in {boot:.1f} s (not counted)", flush=True)
+            print(f"{case}: {args.hosts} fresh lab hosts booted in {boot:.1f} s (the stop of a running lab "
+                  "included; not counted)", flush=True)
             if case == "cold":
                 for host in hosts:
                     empty_ccache(host)
@@ -222,7 +223,7 @@ def main() -> int:
                       + [sum(ops[case].get(n, 0.0) for n in rest) for case in ops])
     phase_rows.append(["total"] + [cases[case][0]["seconds"] for case in ops])
     print(table(["operation"] + [f"{case} s" for case in ops], phase_rows))
-    print("\nBoot of the fresh lab hosts (not counted): "
+    print("\nBoot of the fresh lab hosts, the stop of a running lab included (not counted): "
           + ", ".join(f"{case} {boot:.1f} s" for case, (_, _, boot) in cases.items()))
     return 0
 
