@@ -11,7 +11,7 @@ import re
 import shlex
 
 from tests.integration.conftest import assert_no_changes, inventory_with
-from tests.integration.test_head import ENV_FILE, HEAD, UNIT, address, env_file, http, journal_of_current_process, sh
+from tests.integration.test_head import ENV_FILE, UNIT, address, env_file, http, journal_of_current_process, sh
 from lab import lab
 from lab.gpu import GpuProfile
 
@@ -128,7 +128,7 @@ def test_the_fit_check_refuses_a_model_that_cannot_fit_and_passes_one_that_does(
         proc = cluster.run("deploys/head.py", head_fit_reserve_mib="0")
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0, output
-        assert f"the model fits: it needs 27.6 MiB" in output and f"it needs the head and 1 of 2 RPC servers ({workers[0]})" in output
+        assert "the model fits: it needs 27.6 MiB" in output and f"it needs the head and 1 of 2 RPC servers ({workers[0]})" in output
         assert sh(f"systemctl show -p MainPID --value {UNIT}") == pid  # nothing changed: no restart
 
         auto = cluster.run("deploys/head.py", head_fit_reserve_mib="0", head_rpc_servers="auto")

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from pyinfra.api import FileUploadCommand, FunctionCommand, Inventory, StringCommand
+from pyinfra.api import FileUploadCommand, FunctionCommand, Inventory
 from pyinfra.context import ctx_host
 
 from deploys.head import (

@@ -52,10 +52,10 @@ def test_packages_per_source_and_distro(source, distro, major, expected):
 
 
 def test_every_package_set_has_compiler_blas_and_rocminfo():
-    for (source, distro), packages in ROCM_PACKAGES.items():
+    for (source, distro_name), packages in ROCM_PACKAGES.items():
         if source == "therock":
             continue
-        assert any("hipcc" in p or "hip-devel" in p for p in packages), (source, distro)
+        assert any("hipcc" in p or "hip-devel" in p for p in packages), (source, distro_name)
         assert any("hipblas" in p for p in packages) and any("rocblas" in p for p in packages), (source, distro)
         assert "rocminfo" in packages, (source, distro)
         assert not any(p.startswith("amdgpu-dkms") for p in packages), (source, distro)

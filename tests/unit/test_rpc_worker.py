@@ -3,7 +3,6 @@ commands from facts, rpc_instances validation."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from ipaddress import ip_address
 

@@ -286,7 +286,7 @@ def test_head_port_clashing_with_rpc_port_on_one_host():
 
 def test_settings_caches_on_state():
     inventory = lab_inventory()
-    state = State(inventory, Config())
+    State(inventory, Config())  # gives the hosts their state, where settings() keeps its cache
     halo2 = inventory.get_host("halo2")
     first = settings(halo2)
     assert first.host_name == "halo2"
