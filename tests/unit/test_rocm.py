@@ -56,9 +56,9 @@ def test_every_package_set_has_compiler_blas_and_rocminfo():
         if source == "therock":
             continue
         assert any("hipcc" in p or "hip-devel" in p for p in packages), (source, distro_name)
-        assert any("hipblas" in p for p in packages) and any("rocblas" in p for p in packages), (source, distro)
-        assert "rocminfo" in packages, (source, distro)
-        assert not any(p.startswith("amdgpu-dkms") for p in packages), (source, distro)
+        assert any("hipblas" in p for p in packages) and any("rocblas" in p for p in packages), (source, distro_name)
+        assert "rocminfo" in packages, (source, distro_name)
+        assert not any(p.startswith("amdgpu-dkms") for p in packages), (source, distro_name)
 
 
 @pytest.mark.parametrize(
