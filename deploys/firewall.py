@@ -109,13 +109,20 @@ def load_rules_command(rules: str = FIREWALL_RULES) -> str:
     return f"{nft} -c -f {path} && {nft} -f {path} || {{ mv -f {path} {refused}; exit 1; }}"
 
 
+def reads(s: Settings) -> list:
+    """The facts this step reads on a host (for one prefetch: deploys/full.py reads every step's at once)."""
+    if not (s.is_rpc_worker or s.is_head):
+        return []
+    return (file_reads(FIREWALL_RULES, f"/etc/systemd/system/{FIREWALL_UNIT}") + unit_reads(FIREWALL_UNIT)
+            + account_reads(s) + [(Which, {"command": "nft"})])
+
+
 @deploy("Load the halo-provision firewall")
 def firewall() -> None:
     s = settings(host)
     if not (s.is_rpc_worker or s.is_head):
         return
-    prefetch(file_reads(FIREWALL_RULES, f"/etc/systemd/system/{FIREWALL_UNIT}") + unit_reads(FIREWALL_UNIT)
-             + account_reads(s) + [(Which, {"command": "nft"})])  # what this step reads, in one command
+    prefetch(reads(s))  # what this step reads, in one command
     if s.is_head:  # the egress rule names llama-server's user: nft refuses a user that does not exist
         service_accounts(s)
     if not host.get_fact(Which, command="nft"):  # only this step installs it: no apt update when present

@@ -11,7 +11,11 @@ one table per host and the summary at the end of the run; a host that does not p
 """
 
 from pyinfra import host
+from pyinfra.facts.deb import DebPackages
 
+from deploys import firewall as firewall_step
+from deploys import head as head_step
+from deploys import rpc_worker as rpc_worker_step
 from deploys.accounts import account_reads
 from deploys.firewall import firewall
 from deploys.firmware import check_firmware
@@ -25,10 +29,12 @@ from deploys.rpc_worker import rpc_worker
 from deploys.runcache import prefetch
 from deploys.settings import settings
 from deploys.verify import host_reads, verify_host
+from facts.grub import GrubDefault
 
 if __name__ in ("builtins", "__main__"):
-    settings(host)  # every host's data is valid before any step adds an operation
-    prefetch(host_reads(settings(host)) + account_reads(settings(host)))  # kernel, firmware, sysfs, build, accounts: one command
+    s = settings(host)  # every host's data is valid before any step adds an operation
+    prefetch(host_reads(s) + account_reads(s) + [(GrubDefault, {}), (DebPackages, {})] + firewall_step.reads(s)
+             + rpc_worker_step.reads(s) + head_step.reads(s))  # what every step reads that holds still: one command
     check_kernel()
     check_firmware()
     gpu_groups()

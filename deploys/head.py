@@ -410,6 +410,24 @@ def retire(is_rpc_worker: bool) -> None:
         retire_firewall()
 
 
+def model_files(s: Settings) -> list[str]:
+    """The paths of the model's files on the head (each part of a split GGUF, else the one file)."""
+    return [f"{s.model_dir.rstrip('/')}/{url_name(part_url(s, p))}" for p in s.model_files] or [model_file(s)]
+
+
+def reads(s: Settings) -> list:
+    """The facts this step reads on a host (for one prefetch: deploys/full.py reads every step's at once);
+    on a host that is no head, what its retirement reads."""
+    if not s.is_head:
+        return [(File, {"path": ENV_FILE})]
+    models = model_files(s)
+    return (file_reads(ENV_FILE, WAIT_RPC, f"/etc/systemd/system/{UNIT}") + unit_reads(UNIT) + account_reads(s)
+            + [(Which, {"command": "curl"}), *([(Directory, {"path": s.model_dir})] if s.model_dir else []),
+               (LlamaServerHelp, {"binary": binary(s)}), (LlamaServerFlags, {"binary": binary(s)}),
+               (GgufModel, {"path": model_file(s)})]
+            + [(FileContents, {"path": f"{m}.sha256"}) for m in models] + [(File, {"path": m}) for m in models])
+
+
 @deploy("Serve the model with llama-server")
 def head() -> None:
     s = settings(host)
@@ -438,12 +456,7 @@ def head() -> None:
     if problems:
         raise SettingsError(problems)
     model = model_file(s)
-    models = [f"{s.model_dir.rstrip('/')}/{url_name(part_url(s, p))}" for p in s.model_files] or [model]
-    prefetch(file_reads(ENV_FILE, WAIT_RPC, f"/etc/systemd/system/{UNIT}") + unit_reads(UNIT) + account_reads(s)
-             + [(Which, {"command": "curl"}), *([(Directory, {"path": s.model_dir})] if s.model_dir else []),
-                (LlamaServerHelp, {"binary": binary(s)}), (LlamaServerFlags, {"binary": binary(s)}),
-                (GgufModel, {"path": model})]
-             + [(FileContents, {"path": f"{m}.sha256"}) for m in models] + [(File, {"path": m}) for m in models])
+    prefetch(reads(s))
 
     if not host.get_fact(Which, command="curl"):  # downloads and /health; only installed here: no apt update else
         install_packages(host.get_fact(Distro), "Install curl", ["curl"], cache_time=3600)

@@ -268,15 +268,23 @@ def retire(is_head: bool) -> None:
         retire_firewall()
 
 
+def reads(s: Settings) -> list:
+    """The facts this step reads on a worker (for one prefetch: deploys/full.py reads every step's at once)."""
+    if not s.is_rpc_worker:
+        return []
+    ports = [rpc.port for rpc in s.rpc_servers]
+    return (file_reads(CACHE_PRUNE, f"/etc/systemd/system/{UNIT}", *(env_path(p) for p in ports))
+            + unit_reads(*(f"halo-rpc@{p}.service" for p in ports)) + account_reads(s)
+            + [(FirewallFrontends, {}), (RpcServerInstances, {}),
+               (LlamaCppInstall, {"prefix": s.llama_cpp_prefix, "ref": s.llama_cpp_ref})])
+
+
 def configure(s) -> tuple:
     """Everything of a worker up to its instances' env files; returns (the unit's op, [(port, env op)])."""
     servers = s.rpc_servers
     ports = [rpc.port for rpc in servers]
     sources = firewall_sources(host.inventory)
-    prefix, ref = s.llama_cpp_prefix, s.llama_cpp_ref
-    prefetch(file_reads(CACHE_PRUNE, f"/etc/systemd/system/{UNIT}", *(env_path(p) for p in ports))
-             + unit_reads(*(f"halo-rpc@{p}.service" for p in ports)) + account_reads(s)
-             + [(FirewallFrontends, {}), (RpcServerInstances, {}), (LlamaCppInstall, {"prefix": prefix, "ref": ref})])
+    prefetch(reads(s))
     if s.rpc_bind_address.version == 6:
         warn(f"rpc_bind_address {s.rpc_bind_address} is IPv6, but llama.cpp's RPC server has listened on "
              "IPv4 only so far (ggml-rpc opens an AF_INET socket): if `journalctl -u 'halo-rpc@*'` says "
