@@ -12,6 +12,8 @@ frames and takes the same file names and line numbers from the frames themselves
 
 pyinfra.api.arguments.all_global_arguments resolves the type hints of its argument classes on every
 operation and fact call; they never change, so they are resolved once.
+
+HALO_PYINFRA_UNPATCHED=1 in the environment leaves pyinfra as it is (to compare, or to rule this out).
 """
 
 from __future__ import annotations
