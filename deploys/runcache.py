@@ -159,15 +159,16 @@ class FactMemo:
             parts.append(command)
         if not pending:
             return
-        for part in self._read(FactsTogether, (), {"commands": parts}):  # one command; faked facts: []
-            key, fact = pending[part["index"]]
-            store = self.fresh if live else self.kept
-            if part["status"] != 0 or key in store:
-                continue
-            try:
-                store[key] = fact.process(part["lines"]) if part["lines"] else fact.default()
-            except Exception:  # noqa: BLE001  its own read reports it, as pyinfra does
-                continue
+        with self.lock:  # another host's greenlet reading one of these facts meanwhile waits for this answer
+            for part in self._read(FactsTogether, (), {"commands": parts}):  # one command; faked facts: []
+                key, fact = pending[part["index"]]
+                store = self.fresh if live else self.kept
+                if part["status"] != 0 or key in store:
+                    continue
+                try:
+                    store[key] = fact.process(part["lines"]) if part["lines"] else fact.default()
+                except Exception:  # noqa: BLE001  its own read reports it, as pyinfra does
+                    continue
 
 
 def _volatile(fact) -> bool:

@@ -155,3 +155,20 @@ def test_live_prefetch_answers_volatile_facts_once_each():
     host.run_shell_command("systemctl restart x")  # an operation ran: the live answer is stale
     host.get_fact(Clock)
     assert len(host.commands) == 6
+
+
+def test_a_read_during_a_prefetch_waits_for_its_answer():
+    import gevent
+
+    class SlowHost(LocalHost):
+        def run_shell_command(self, command, **kwargs):
+            gevent.sleep(0.05)  # the remote command takes a while: other greenlets run meanwhile
+            return super().run_shell_command(command, **kwargs)
+
+    host = SlowHost()
+    FactMemo.install(host.state)
+    prefetching = gevent.spawn(prefetch, [(Os, {}), (Groups, {})], host)
+    gevent.sleep(0.01)  # the prefetch's command is under way
+    reader = gevent.spawn(host.get_fact, Os)  # another host's greenlet (plan_builds) reads one of its facts
+    gevent.joinall([prefetching, reader], raise_error=True)
+    assert reader.value == "Linux" and len(host.commands) == 1
