@@ -130,12 +130,15 @@ def rpc_reach_row(reach: dict, state: dict | None) -> Row:
     """On a head: llama-server's user reaches every RPC server it uses; no other local user reaches any.
 
     A server that is busy with llama-server itself (one client at a time) may not take a second
-    connection: a closed port while llama-server is active is a WARN, else a FAIL.
+    connection: a closed port while llama-server is active is a WARN, else a FAIL. A head without
+    llama-server's unit (or user) is not deployed yet: a WARN, unless other users reach a server.
     """
     endpoints = reach["endpoints"]
-    if not reach["user"]:
-        return Row("RPC reach", "not deployed", "WARN", "no llama-server user on the head: run deploys/head.py")
     other = [ep for ep, r in endpoints.items() if r["other"] == "open"]
+    unit_missing = (state or {"enabled": "not-found"})["enabled"] == "not-found"
+    if not other and (not reach["user"] or unit_missing):  # llama-server's user may exist before its unit
+        missing = "user" if not reach["user"] else "unit"
+        return Row("RPC reach", "not deployed", "WARN", f"no llama-server {missing} on the head: run deploys/head.py")
     closed = [ep for ep, r in endpoints.items() if r["user"] == "closed"]
     shown = f"{len(endpoints) - len(closed)}/{len(endpoints)} RPC servers reached by llama-server"
     if endpoints and all(r["user"] == "skipped" for r in endpoints.values()):

@@ -121,6 +121,15 @@ def test_reach_fails_when_llama_server_cannot_connect_and_warns_while_it_serves(
 
 def test_reach_not_deployed_is_a_warning():
     assert rpc_reach_row({"user": False, "endpoints": {}}, None).verdict == "WARN"
+    # deploys/groups.py makes llama-server's user before deploys/head.py installs its unit
+    row = rpc_reach_row(reach(a_1=("closed", "closed")), {"active": "inactive", "enabled": "not-found"})
+    assert (row.value, row.verdict, row.why) == ("not deployed", "WARN",
+                                                 "no llama-server unit on the head: run deploys/head.py")
+
+
+def test_reach_by_other_users_fails_even_before_the_head_is_deployed():
+    row = rpc_reach_row({"user": False, "endpoints": {"a:1": {"user": "closed", "other": "open"}}}, None)
+    assert row.verdict == "FAIL" and "any local user of the head connects to a:1" in row.why
 
 
 def test_reach_while_llama_server_holds_the_servers_checks_other_users_only():
