@@ -59,21 +59,27 @@ def read_facts(s: Settings, get_fact: Callable | None = None, workers: list[Sett
         workers = topology.workers_of(host.inventory)
     rpc_list = topology.rpc_list(s, workers) if s.is_head else []
     units = [*ports.values(), *([head.UNIT] if s.is_head else ())]
-    if get_fact is None:  # the facts that move by themselves and need no other answer first: one command
-        prefetch(([(UnitStates, {"units": list(ports.values())}), (TcpListeners, {})] if s.is_rpc_worker else [])
-                 + ([(UnitStates, {"units": [head.UNIT]}), (HttpStatus, {"url": head.health_url(s)})]
-                    if s.is_head else [])
-                 + ([(LlamaServerLinks, {"unit": head.UNIT})] if rpc_list else [])
-                 + ([(RunningBuilds, {"units": units})] if units else []), live=True)
+    # the facts that move by themselves and need no other answer first: read live, in one command
+    rpc_units, listeners = (UnitStates, {"units": list(ports.values())}), (TcpListeners, {})
+    head_unit, health = (UnitStates, {"units": [head.UNIT]}), (HttpStatus, {"url": head.health_url(s)})
+    links, running = (LlamaServerLinks, {"unit": head.UNIT}), (RunningBuilds, {"units": units})
+    if get_fact is None:
+        wanted = ((rpc_units, s.is_rpc_worker), (listeners, s.is_rpc_worker), (head_unit, s.is_head),
+                  (health, s.is_head), (links, rpc_list), (running, units))
+        prefetch([read for read, needed in wanted if needed], live=True)
+
+    def live(read):
+        return get(read[0], **read[1])
+
     if s.is_rpc_worker:
-        rpc = {"ports": ports, "units": get(UnitStates, units=list(ports.values())), "listeners": get(TcpListeners)}
+        rpc = {"ports": ports, "units": live(rpc_units), "listeners": live(listeners)}
     if s.is_head:
-        head_facts = {"unit": head.UNIT, "state": get(UnitStates, units=[head.UNIT]).get(head.UNIT),
-                      "url": head.health_url(s), "health": get(HttpStatus, url=head.health_url(s))}
+        head_facts = {"unit": head.UNIT, "state": live(head_unit).get(head.UNIT), "url": head.health_url(s),
+                      "health": live(health)}
         if rpc_list:
             serving = (head_facts["state"] or {}).get("active") == "active"  # it holds the servers: do not queue
             head_facts["reach"] = get(RpcReach, endpoints=rpc_list, user=head.USER, probe_user=not serving)
-            head_facts["links"] = get(LlamaServerLinks, unit=head.UNIT)
+            head_facts["links"] = live(links)
     return HostFacts(
         distro=get(Distro)["family"],
         kernel=get(KernelRelease),
@@ -88,7 +94,7 @@ def read_facts(s: Settings, get_fact: Callable | None = None, workers: list[Sett
         llama_cpp=get(LlamaCppInstall, prefix=s.llama_cpp_prefix, ref=s.llama_cpp_ref),
         rpc=rpc,
         head=head_facts,
-        running=get(RunningBuilds, units=units) if units else {},
+        running=live(running) if units else {},
     )
 
 
