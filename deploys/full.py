@@ -11,12 +11,13 @@ one table per host and the summary at the end of the run; a host that does not p
 """
 
 from pyinfra import host
-from pyinfra.facts.deb import DebPackages
 
-from deploys import firewall as firewall_step
-from deploys import head as head_step
-from deploys import rpc_worker as rpc_worker_step
-from deploys.accounts import account_reads
+import deploys.firewall
+import deploys.groups
+import deploys.grub
+import deploys.head
+import deploys.llama_cpp
+import deploys.rpc_worker
 from deploys.firewall import firewall
 from deploys.firmware import check_firmware
 from deploys.groups import gpu_groups
@@ -29,12 +30,12 @@ from deploys.rpc_worker import rpc_worker
 from deploys.runcache import prefetch
 from deploys.settings import settings
 from deploys.verify import host_reads, verify_host
-from facts.grub import GrubDefault
+
+READERS = (deploys.groups, deploys.grub, deploys.llama_cpp, deploys.firewall, deploys.rpc_worker, deploys.head)
 
 if __name__ in ("builtins", "__main__"):
     s = settings(host)  # every host's data is valid before any step adds an operation
-    prefetch(host_reads(s) + account_reads(s) + [(GrubDefault, {}), (DebPackages, {})] + firewall_step.reads(s)
-             + rpc_worker_step.reads(s) + head_step.reads(s))  # what every step reads that holds still: one command
+    prefetch(host_reads(s) + [read for step in READERS for read in step.reads(s)])  # what holds still: one command
     check_kernel()
     check_firmware()
     gpu_groups()

@@ -12,9 +12,9 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.server import Users
 
-from deploys.accounts import GPU_GROUPS, service_accounts
+from deploys.accounts import GPU_GROUPS, account_reads, service_accounts
 from deploys.common import failure
-from deploys.settings import settings
+from deploys.settings import Settings, settings
 
 
 def missing_memberships(users: dict[str, dict], wanted: list[str], groups=GPU_GROUPS) -> tuple[list[str], dict]:
@@ -47,6 +47,11 @@ def group_members(users: list[str], groups: tuple[str, ...] = GPU_GROUPS):
         return
     for user, need in lacking.items():
         yield StringCommand("usermod", "-a", "-G", ",".join(need), QuoteString(user))
+
+
+def reads(s: Settings) -> list:
+    """The facts this step reads (for deploys/full.py's one prefetch)."""
+    return account_reads(s) + ([(Users, {})] if s.gpu_users else [])
 
 
 @deploy("Give GPU users the render and video groups")

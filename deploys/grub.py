@@ -374,6 +374,11 @@ def running_kernel_has_args(wanted: KernelArgs, remove: list[str]):
                         "loader did not use the new configuration (another boot loader or boot entry?)")
 
 
+def reads(s: Settings) -> list:
+    """The facts this step reads that deploys/verify.host_reads does not (for deploys/full.py's one prefetch)."""
+    return [(GrubDefault, {})]
+
+
 @deploy("Set the GPU kernel arguments")
 def grub_kernel_args() -> None:
     s = settings(host)

@@ -35,6 +35,7 @@ from pyinfra.api import (
     deploy,
     operation,
 )
+from pyinfra.facts.deb import DebPackages
 
 from deploys import shipped
 from deploys.common import failure_unless, install_packages
@@ -259,6 +260,12 @@ def coming_build(s: Settings) -> dict | None:
         return None
     commit = plan.wanted_commit
     return {"id": build_id(commit, cmake_flags(s)) if commit else None, "commit": commit}
+
+
+def reads(s: Settings) -> list:
+    """The facts this step reads that deploys/verify.host_reads does not (for deploys/full.py's one prefetch):
+    apt's installed packages (install_packages; a host without dpkg leaves it out)."""
+    return [(DebPackages, {})]
 
 
 @deploy("Build llama.cpp")
